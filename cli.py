@@ -1,0 +1,58 @@
+"""`mixdeploy` command line: parses options, calls the stage functions, prints, sets the exit code.
+
+Commands live one per module in mixdeploy/commands/ and are imported lazily, so
+`mixdeploy models` does not pay for importing TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from mixdeploy.errors import MixdeployError
+
+# command name -> "module:attribute" of its click command
+COMMANDS = {
+    "models": "mixdeploy.commands.models:models",
+    "flops": "mixdeploy.commands.models:flops",
+    "export": "mixdeploy.commands.export:export",
+    "inspect": "mixdeploy.commands.inspect:inspect",
+    "parity": "mixdeploy.commands.parity:parity",
+    "bench": "mixdeploy.commands.bench:bench",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def invoke(self, ctx):
+        # A user mistake gets its message and an exit code, never a traceback.
+        try:
+            return super().invoke(ctx)
+        except MixdeployError as err:
+            click.secho(f"Error: {err}", fg="red", err=True)
+            ctx.exit(err.exit_code)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mixdeploy")
+def cli():
+    """Export MixNet classifiers from PyTorch to int8 TFLite, check parity, benchmark on phones."""
+
+
+def main(argv=None):
+    return cli.main(args=argv, prog_name="mixdeploy")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
