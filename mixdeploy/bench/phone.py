@@ -1,0 +1,464 @@
+"""The benchmark_model run on an Android device over adb.
+
+One run = read the device state -> push benchmark_model and the model into a content-addressed
+cache (/data/local/tmp/mixdeploy/cache/, skipped when the same sha256 is already there) ->
+make a per-run folder -> run pinned to the big cores with a timeout -> parse -> optional
+on-device parity (push inputs, run once per input, pull outputs, compare with host LiteRT) ->
+always remove the run folder (also on failure or Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import shlex
+import tempfile
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mixdeploy.bench.adb import Adb, CommandTimeout, DeviceInfo
+from mixdeploy.bench.parse import BenchmarkOutput, OpProfileRow, parse_benchmark_output
+from mixdeploy.errors import DeviceError, MixdeployError
+
+DEVICE_ROOT = "/data/local/tmp/mixdeploy"
+DEVICE_CACHE = f"{DEVICE_ROOT}/cache"
+CONFIG_PATH = Path("~/.config/mixdeploy/config.toml")
+PROFILES_PATH = Path(__file__).resolve().parents[2] / "android_bench" / "device_profiles.json"
+DELEGATE_FLAGS = {
+    "xnnpack": ["--use_xnnpack=true"],
+    "cpu": ["--use_xnnpack=false"],          # TFLite builtin kernels only
+    "gpu": ["--use_gpu=true"],
+    "nnapi": ["--use_nnapi=true"],
+}
+BINARY_HELP = (
+    "benchmark_model for Android arm64 is needed: download the TensorFlow project's nightly "
+    "`android_aarch64_benchmark_model` (see android_bench/README.md), then pass "
+    "--benchmark-binary PATH, set MIXDEPLOY_BENCHMARK_MODEL=PATH, or put "
+    "`benchmark_binary = \"PATH\"` in ~/.config/mixdeploy/config.toml")
+
+
+@dataclass
+class DeviceState:
+    serial: str
+    model: str | None = None
+    android_version: str | None = None
+    sdk: str | None = None
+    soc: str | None = None
+    board_platform: str | None = None
+    abi: str | None = None
+    thermal_status: int | None = None     # 0 none .. 6 shutdown (PowerManager.THERMAL_STATUS_*)
+    battery_level: int | None = None
+
+
+@dataclass
+class SlowDepthwise:
+    """A depthwise conv that XNNPACK ran through its generic (IGEMM) path, not DWConv."""
+
+    name: str
+    layer: str | None          # MixNet layer, e.g. blocks.2.0.conv_dw.3, when the name allows
+    kernel: tuple[int, int] | None
+    node_type: str
+    avg_ms: float
+
+
+@dataclass
+class ParityResult:
+    count: int
+    top1_agreement: float
+    cosine_min: float
+    cosine_mean: float
+    max_abs_err: float
+
+
+@dataclass
+class PhoneBenchResult:
+    model_path: str
+    device: DeviceState
+    threads: int
+    delegate: str
+    cpu_mask: str | None
+    command: str
+    benchmark: BenchmarkOutput
+    pushed: dict[str, bool]                 # file -> True if pushed, False if the cache had it
+    slow_depthwise: list[SlowDepthwise] = field(default_factory=list)
+    parity: ParityResult | None = None
+    notes: list[str] = field(default_factory=list)
+    run_dir: str = ""
+
+    @property
+    def median_ms(self) -> float | None:
+        return self.benchmark.median_ms
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+def resolve_benchmark_binary(flag: str | None = None) -> Path:
+    """--benchmark-binary, else MIXDEPLOY_BENCHMARK_MODEL, else benchmark_binary in the config."""
+    candidate, origin = flag, "--benchmark-binary"
+    if not candidate and os.environ.get("MIXDEPLOY_BENCHMARK_MODEL"):
+        candidate, origin = os.environ["MIXDEPLOY_BENCHMARK_MODEL"], "MIXDEPLOY_BENCHMARK_MODEL"
+    if not candidate:
+        config = CONFIG_PATH.expanduser()
+        if config.is_file():
+            try:
+                candidate = tomllib.loads(config.read_text()).get("benchmark_binary")
+            except tomllib.TOMLDecodeError as err:
+                raise MixdeployError(f"{config} is not valid TOML ({err}): fix or remove it") from err
+            origin = str(config)
+    if not candidate:
+        raise MixdeployError(BINARY_HELP)
+    path = Path(candidate).expanduser()
+    if not path.is_file():
+        raise MixdeployError(f"benchmark_model binary {path} (from {origin}) does not exist. {BINARY_HELP}")
+    return path
+
+
+def load_profiles(path: Path | None = None) -> list[dict]:
+    path = Path(path or os.environ.get("MIXDEPLOY_DEVICE_PROFILES") or PROFILES_PATH)
+    if not path.is_file():
+        return []
+    return json.loads(path.read_text()).get("profiles", [])
+
+
+def match_profile(state: DeviceState, profiles: list[dict]) -> dict | None:
+    platform = (state.board_platform or "").lower()
+    model = (state.model or "").lower()
+    for profile in profiles:
+        if platform and platform in [p.lower() for p in profile.get("board_platforms", [])]:
+            return profile
+    for profile in profiles:
+        if model and any(m.lower() in model for m in profile.get("models", [])):
+            return profile
+    return None
+
+
+# --- device facts -------------------------------------------------------------------------------
+
+def read_device_state(adb: Adb, serial: str) -> DeviceState:
+    """getprop in one shell call; thermal/battery via dumpsys, best effort (may be absent)."""
+    props = ["ro.product.model", "ro.build.version.release", "ro.build.version.sdk",
+             "ro.soc.model", "ro.board.platform", "ro.product.cpu.abi"]
+    out = adb.shell(serial, "; ".join(f"echo \"{p}=$(getprop {p})\"" for p in props), timeout=20,
+                    check=True).stdout
+    values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    state = DeviceState(serial=serial, model=values.get(props[0]) or None,
+                        android_version=values.get(props[1]) or None, sdk=values.get(props[2]) or None,
+                        soc=values.get(props[3]) or None, board_platform=values.get(props[4]) or None,
+                        abi=values.get(props[5]) or None)
+    thermal = adb.shell(serial, "dumpsys thermalservice", timeout=20)
+    if m := re.search(r"Thermal Status:\s*(\d+)", thermal.stdout):
+        state.thermal_status = int(m.group(1))
+    battery = adb.shell(serial, "dumpsys battery", timeout=20)
+    if m := re.search(r"^\s*level:\s*(\d+)", battery.stdout, re.M):
+        state.battery_level = int(m.group(1))
+    return state
+
+
+# --- cache and run folder ------------------------------------------------------------------------
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cached_remote_path(local: Path, digest: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", local.name)
+    return f"{DEVICE_CACHE}/{digest[:16]}-{safe}"
+
+
+def push_cached(adb: Adb, serial: str, local: Path, executable: bool = False,
+                timeout: float = 300.0) -> tuple[str, bool]:
+    """Push `local` under its content hash unless that exact file is there. Returns (remote, pushed).
+
+    The push goes to a `.part` name and is renamed on the device, so a file under its final name
+    is always complete: its presence is the cache check.
+    """
+    remote = cached_remote_path(local, sha256_file(local))
+    if adb.shell(serial, f"ls {remote}", timeout=30).ok:
+        return remote, False
+    adb.shell(serial, f"mkdir -p {DEVICE_CACHE}", timeout=30, check=True)
+    adb.push(serial, str(local), remote + ".part", timeout=timeout)
+    mode = "chmod 755" if executable else "chmod 644"
+    adb.shell(serial, f"{mode} {remote}.part && mv -f {remote}.part {remote}", timeout=30, check=True)
+    return remote, True
+
+
+def new_run_dir() -> str:
+    return f"{DEVICE_ROOT}/run-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+def benchmark_invocation(binary: str, model: str, threads: int, delegate: str, runs: int,
+                         warmup: int, op_profile: bool, cpu_mask: str | None,
+                         extra: list[str] | None = None) -> str:
+    flags = [f"--graph={model}", f"--num_threads={threads}", f"--num_runs={runs}",
+             f"--warmup_runs={warmup}", "--report_peak_memory_footprint=true",
+             *DELEGATE_FLAGS[delegate], *(["--enable_op_profiling=true"] if op_profile else []),
+             *(extra or [])]
+    pin = f"taskset {cpu_mask} " if cpu_mask else ""
+    return f"{pin}{binary} {' '.join(shlex.quote(f) for f in flags)}"
+
+
+def in_run_dir(run_dir: str, invocation: str) -> str:
+    """`sh -c` that records its pid then execs the tool: a timeout can kill exactly that process."""
+    return f"sh -c {shlex.quote(f'echo $$ > {run_dir}/pid && exec {invocation}')}"
+
+
+def benchmark_command(run_dir: str, invocation: str) -> str:
+    return f"cd {run_dir} && {in_run_dir(run_dir, invocation)}"
+
+
+EXIT_MARKER = "__MIXDEPLOY_EXIT="
+
+
+def run_on_device(adb: Adb, serial: str, command: str, run_dir: str, timeout: float, what: str):
+    """Run with a timeout; tell apart tool failure, a device that went away, and a timeout.
+
+    The command echoes an exit marker after the tool ends: when the connection drops mid-run,
+    adb (29 at least) can exit 0 with truncated output, and without shell v2 it always exits 0;
+    a missing marker means the run did not finish where we could see it.
+    """
+    wrapped = f"{command}; status=$?; echo {EXIT_MARKER}$status; exit $status"
+    try:
+        result = adb.shell(serial, wrapped, timeout=timeout)
+    except CommandTimeout as err:
+        # The adb client is gone, but on a phone the process can outlive it: kill it by pid.
+        try:
+            adb.shell(serial, f"kill -9 $(cat {run_dir}/pid) 2>/dev/null", timeout=15)
+        except DeviceError:
+            pass
+        raise CommandTimeout(f"{what} did not finish within {timeout:g} s on {serial}: it was "
+                             f"killed and the run folder removed. Raise --timeout, lower --runs, "
+                             f"or check the phone is not throttling") from err
+    stdout, marker, status = result.stdout.rpartition(EXIT_MARKER)
+    if not marker:
+        adb.raise_if_gone(serial)
+        raise DeviceError(f"{what} on {serial} stopped without finishing (adb exit code "
+                          f"{result.exit_code}); output ends with:\n{_tail(result.stdout + result.stderr)}")
+    result.stdout = stdout
+    exit_code = int(status.split()[0]) if status.split() else result.exit_code
+    if exit_code != 0:
+        adb.raise_if_gone(serial)
+        raise DeviceError(f"{what} failed on {serial} with exit code {exit_code}:\n"
+                          f"{_tail(result.stderr.strip() or stdout.strip())}")
+    return result
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:]) or "(no output)"
+
+
+def bench_phone(tflite_path: str | os.PathLike, device: str | None = None,
+                benchmark_binary: str | os.PathLike | None = None, threads: int | None = None,
+                delegate: str = "xnnpack", op_profile: bool = False,
+                parity_inputs: np.ndarray | None = None, runs: int = 50, warmup: int = 5,
+                timeout_s: float = 600.0, adb: Adb | None = None) -> list[PhoneBenchResult]:
+    """Benchmark `tflite_path` on each selected device. `parity_inputs`: NCHW float32, preprocessed."""
+    tflite_path = Path(tflite_path)
+    if not tflite_path.is_file():
+        raise MixdeployError(f"{tflite_path} does not exist: give the path of a .tflite file")
+    if delegate not in DELEGATE_FLAGS:
+        raise MixdeployError(f"unknown delegate {delegate!r}: choose one of {', '.join(DELEGATE_FLAGS)}")
+    binary = resolve_benchmark_binary(str(benchmark_binary) if benchmark_binary else None)
+    adb = adb or Adb()
+    return [_bench_one(adb, info, tflite_path, binary, threads, delegate, op_profile,
+                       parity_inputs, runs, warmup, timeout_s)
+            for info in adb.select(device)]
+
+
+def _bench_one(adb: Adb, info: DeviceInfo, tflite_path: Path, binary: Path, threads, delegate,
+               op_profile, parity_inputs, runs, warmup, timeout_s) -> PhoneBenchResult:
+    serial = info.serial
+    notes: list[str] = []
+    state = read_device_state(adb, serial)
+    profile = match_profile(state, load_profiles())
+    cpu_mask = profile.get("big_cores_mask") if profile else None
+    if profile is None:
+        notes.append(f"no device profile for board {state.board_platform!r} / model {state.model!r}: "
+                     f"ran without CPU pinning (add one to android_bench/device_profiles.json)")
+    threads = threads or (profile or {}).get("threads", 1)
+    if state.thermal_status:
+        notes.append(f"thermal status {state.thermal_status} (> 0): the phone may be throttling")
+
+    remote_binary, binary_pushed = push_cached(adb, serial, binary, executable=True)
+    remote_model, model_pushed = push_cached(adb, serial, tflite_path)
+    run_dir = new_run_dir()
+    try:
+        adb.shell(serial, f"mkdir -p {run_dir}", timeout=30, check=True)
+        command = benchmark_command(run_dir, benchmark_invocation(
+            remote_binary, remote_model, threads, delegate, runs, warmup, op_profile, cpu_mask))
+        output = run_on_device(adb, serial, command, run_dir, timeout_s, "benchmark_model")
+        try:
+            parsed = parse_benchmark_output(output.stdout)
+        except ValueError as err:
+            raise DeviceError(f"benchmark_model on {serial} printed no timings ({err}); its output "
+                              f"ends with:\n" + "\n".join(output.stdout.splitlines()[-10:])) from err
+        slow = find_slow_depthwise(parsed.op_profile, tflite_path) if op_profile else []
+        parity = None
+        if parity_inputs is not None:
+            parity = device_parity(adb, serial, tflite_path, remote_binary, remote_model, run_dir,
+                                   parity_inputs, threads, delegate, cpu_mask, timeout_s)
+    finally:
+        _remove_run_dir(adb, serial, run_dir)
+    return PhoneBenchResult(model_path=str(tflite_path), device=state, threads=threads,
+                            delegate=delegate, cpu_mask=cpu_mask, command=command, benchmark=parsed,
+                            pushed={binary.name: binary_pushed, tflite_path.name: model_pushed},
+                            slow_depthwise=slow, parity=parity, notes=notes, run_dir=run_dir)
+
+
+def _remove_run_dir(adb: Adb, serial: str, run_dir: str) -> None:
+    """Best effort: a device that went away keeps its folder, and the original error matters more."""
+    try:
+        adb.shell(serial, f"rm -rf {run_dir}", timeout=30)
+    except DeviceError:
+        pass
+
+
+# --- op profile -> MixNet layers ------------------------------------------------------------------
+
+_MIXNET_LAYER = re.compile(r"blocks[./_](\d+)[./_](\d+)[./_]+(conv_dw|conv_pw|conv_pwl|se)(?:[./_](\d+))?")
+
+
+def mixnet_layer_name(name: str) -> str | None:
+    """`.../blocks.2/blocks.2.0/conv_dw/conv_dw.3/Conv` -> `blocks.2.0.conv_dw.3`."""
+    matches = list(_MIXNET_LAYER.finditer(name))
+    if not matches:
+        return None
+    stage, block, kind, index = matches[-1].groups()
+    return f"blocks.{stage}.{block}.{kind}" + (f".{index}" if index is not None else "")
+
+
+def _depthwise_kernels(tflite_path: Path) -> dict[str, tuple[int, int]]:
+    """Output tensor name of each DEPTHWISE_CONV_2D -> its kernel (height, width)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(tflite_path))
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    kernels = {}
+    for op in interp._get_ops_details():
+        if op["op_name"] == "DEPTHWISE_CONV_2D":
+            shape = tensors[op["inputs"][1]]["shape"]       # 1, kh, kw, channels
+            for out in op["outputs"]:
+                kernels[tensors[out]["name"]] = (int(shape[1]), int(shape[2]))
+    return kernels
+
+
+def _profile_name_to_tensor(name: str) -> str:
+    """Profile names look like `[tensor name]:12` (node index) or the bare tensor name."""
+    name = re.sub(r":\d+$", "", name.strip())
+    return name[1:-1] if name.startswith("[") and name.endswith("]") else name
+
+
+def find_slow_depthwise(rows: list[OpProfileRow], tflite_path: Path) -> list[SlowDepthwise]:
+    """Rows for a depthwise conv of the model that XNNPACK executed as IGEMM/GEMM, not DWConv."""
+    kernels = _depthwise_kernels(tflite_path)
+    slow = []
+    for row in rows:
+        tensor = _profile_name_to_tensor(row.name)
+        if tensor not in kernels or "DWConv" in row.node_type:
+            continue
+        if "GEMM" in row.node_type or "DEPTHWISE" not in row.node_type.upper():
+            slow.append(SlowDepthwise(name=tensor, layer=mixnet_layer_name(tensor),
+                                      kernel=kernels[tensor], node_type=row.node_type,
+                                      avg_ms=row.avg_ms))
+    return slow
+
+
+# --- on-device parity ---------------------------------------------------------------------------
+
+def _io_details(tflite_path: Path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(tflite_path))
+    interp.allocate_tensors()
+    return interp, interp.get_input_details()[0], interp.get_output_details()
+
+
+def prepare_parity_inputs(images_nchw: np.ndarray, input_details: dict) -> list[np.ndarray]:
+    """NCHW float32 (preprocessed) -> one tensor per image, exactly the model input (NHWC, dtype)."""
+    from mixdeploy.bench.host import quantize_for_input
+
+    shape = [int(s) for s in input_details["shape"]]
+    if images_nchw.ndim != 4 or images_nchw.shape[1:] != (shape[3], shape[1], shape[2]):
+        raise MixdeployError(f"parity inputs have shape {tuple(images_nchw.shape)} but the model takes "
+                             f"NHWC {tuple(shape)}: give N x {shape[3]} x {shape[1]} x {shape[2]} "
+                             f"float32 images preprocessed for this model")
+    nhwc = images_nchw.astype(np.float32).transpose(0, 2, 3, 1)
+    return [quantize_for_input(image[None], input_details) for image in nhwc]
+
+
+def _dequantize(values: np.ndarray, details: dict) -> np.ndarray:
+    scale, zero_point = details["quantization"]
+    if np.dtype(details["dtype"]).kind in "iu" and scale:
+        return (values.astype(np.float32) - zero_point) * scale
+    return values.astype(np.float32)
+
+
+def _escape_layer_name(name: str) -> str:
+    # benchmark_model splits `name:path` on ':'; names with ':' (e.g. `serving_default_x:0`)
+    # are written with '::' in recent builds.
+    return name.replace(":", "::")
+
+
+def device_parity(adb: Adb, serial: str, tflite_path: Path, remote_binary: str, remote_model: str,
+                  run_dir: str, images_nchw: np.ndarray, threads: int, delegate: str,
+                  cpu_mask: str | None, timeout_s: float) -> ParityResult:
+    interp, input_details, output_details = _io_details(tflite_path)
+    tensors = prepare_parity_inputs(images_nchw, input_details)
+    layer = _escape_layer_name(input_details["name"])
+    commands = []
+    with tempfile.TemporaryDirectory(prefix="mixdeploy-parity-") as tmp:
+        for i, tensor in enumerate(tensors):
+            local = Path(tmp) / f"input_{i}.bin"
+            local.write_bytes(np.ascontiguousarray(tensor).tobytes())
+            adb.push(serial, str(local), f"{run_dir}/input_{i}.bin")
+            invocation = benchmark_invocation(
+                remote_binary, remote_model, threads, delegate, runs=1, warmup=0, op_profile=False,
+                cpu_mask=cpu_mask,
+                extra=[f"--input_layer_value_files={layer}:{run_dir}/input_{i}.bin",
+                       f"--output_filepath={run_dir}/output_{i}.bin"])
+            commands.append(in_run_dir(run_dir, invocation + " > /dev/null"))
+        # One shell call for all inputs (one adb round trip); each tool run is a process of its
+        # own whose pid lands in run_dir/pid, so a timeout kills the one running.
+        run_on_device(adb, serial, f"cd {run_dir} && " + " && ".join(commands), run_dir, timeout_s,
+                      "benchmark_model (parity)")
+        device_logits, host_logits = [], []
+        out = output_details[0]
+        for i, tensor in enumerate(tensors):
+            local = Path(tmp) / f"output_{i}.bin"
+            adb.pull(serial, f"{run_dir}/output_{i}.bin", str(local))
+            raw = np.frombuffer(local.read_bytes(), dtype=out["dtype"])
+            expected = int(np.prod(out["shape"]))
+            if raw.size < expected:
+                raise DeviceError(f"benchmark_model wrote {raw.size} values for output "
+                                  f"{out['name']} but {expected} were expected: is the binary "
+                                  f"older than --output_filepath support?")
+            device_logits.append(_dequantize(raw[:expected], out).reshape(-1))
+            interp.set_tensor(input_details["index"], tensor)
+            interp.invoke()
+            host_logits.append(_dequantize(interp.get_tensor(out["index"]), out).reshape(-1))
+    return compare_logits(np.stack(host_logits), np.stack(device_logits))
+
+
+def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> ParityResult:
+    ref = reference.reshape(len(reference), -1).astype(np.float64)
+    cand = candidate.reshape(len(candidate), -1).astype(np.float64)
+    cosine = np.sum(ref * cand, 1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1), 1e-12)
+    return ParityResult(count=len(ref),
+                        top1_agreement=float(np.mean(ref.argmax(1) == cand.argmax(1))),
+                        cosine_min=float(cosine.min()), cosine_mean=float(cosine.mean()),
+                        max_abs_err=float(np.abs(ref - cand).max()))

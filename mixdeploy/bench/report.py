@@ -1,0 +1,131 @@
+"""Latency next to MACs and the 600M-MAC budget: a table, and a latency-vs-MACs plot.
+
+MACs come from the manifest.json that `mixdeploy export` writes beside its .tflite files
+(`model.macs`, or a top-level `macs`); a model without one is still listed, without MACs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from mixdeploy.atomic import atomic_path
+
+MAC_BUDGET = 600_000_000      # the mobile-setting budget MixNets were designed for (<600M MACs)
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass
+class LatencyRow:
+    label: str                   # model name (from the manifest) + file name
+    path: str
+    target: str                  # "host" or the phone's model/serial
+    config: str                  # e.g. "litert xnnpack x2", "xnnpack x2 mask c0"
+    median_ms: float
+    tail_ms: float | None        # host: p90 of the runs; phone: p95 when the tool prints it
+    macs: int | None
+
+    @property
+    def within_budget(self) -> bool | None:
+        return None if self.macs is None else self.macs <= MAC_BUDGET
+
+    @property
+    def ms_per_gmac(self) -> float | None:
+        return None if not self.macs else self.median_ms / (self.macs / 1e9)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "within_budget": self.within_budget, "ms_per_gmac": self.ms_per_gmac}
+
+
+def read_manifest(tflite_path: str | os.PathLike) -> dict | None:
+    candidate = Path(tflite_path).with_name(MANIFEST_NAME)
+    if not candidate.is_file():
+        return None
+    try:
+        return json.loads(candidate.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None   # a broken manifest must not stop a benchmark; the MACs column stays empty
+
+
+def macs_for(tflite_path: str | os.PathLike) -> int | None:
+    manifest = read_manifest(tflite_path) or {}
+    macs = manifest.get("macs", (manifest.get("model") or {}).get("macs"))
+    return int(macs) if macs is not None else None
+
+
+def label_for(tflite_path: str | os.PathLike) -> str:
+    manifest = read_manifest(tflite_path) or {}
+    name = (manifest.get("model") or {}).get("name")
+    path = Path(tflite_path)
+    return f"{name}/{path.name}" if name else path.name
+
+
+def rows_from_host(result) -> list[LatencyRow]:
+    macs, label = macs_for(result.model_path), label_for(result.model_path)
+    return [LatencyRow(label=label, path=result.model_path, target="host", config=c.label,
+                       median_ms=c.median_ms, tail_ms=c.p90_ms, macs=macs)
+            for c in result.configs]
+
+
+def rows_from_phone(result) -> list[LatencyRow]:
+    bench = result.benchmark
+    config = f"{result.delegate} x{result.threads}" + (f" mask {result.cpu_mask}" if result.cpu_mask else "")
+    p95 = bench.inference.p95_ms if bench.inference else None
+    return [LatencyRow(label=label_for(result.model_path), path=result.model_path,
+                       target=f"{result.device.model or 'android'} ({result.device.serial})",
+                       config=config, median_ms=bench.median_ms, tail_ms=p95,
+                       macs=macs_for(result.model_path))]
+
+
+def latency_table(rows: list[LatencyRow], title: str = "Latency vs MACs"):
+    from rich.table import Table
+
+    table = Table(title=f"{title} (budget {MAC_BUDGET / 1e6:.0f}M MACs)")
+    for column, justify in (("model", "left"), ("target", "left"), ("config", "left"),
+                            ("MACs", "right"), ("budget", "left"), ("median ms", "right"),
+                            ("p90/p95 ms", "right"), ("ms/GMAC", "right")):
+        table.add_column(column, justify=justify)
+    for row in rows:
+        budget = {None: "?", True: "[green]within[/]", False: "[red]over[/]"}[row.within_budget]
+        table.add_row(row.label, row.target, row.config,
+                      f"{row.macs / 1e6:.0f}M" if row.macs else "-", budget, f"{row.median_ms:.3f}",
+                      f"{row.tail_ms:.3f}" if row.tail_ms is not None else "-",
+                      f"{row.ms_per_gmac:.2f}" if row.ms_per_gmac is not None else "-")
+    return table
+
+
+def plot_latency_vs_macs(rows: list[LatencyRow], out_path: str | os.PathLike) -> Path:
+    """Scatter of median latency against MACs, one series per target/config, budget line."""
+    import matplotlib
+
+    matplotlib.use("Agg")   # no display on a server / in CI
+    import matplotlib.pyplot as plt
+
+    plotted = [r for r in rows if r.macs]
+    if not plotted:
+        from mixdeploy.errors import MixdeployError
+        raise MixdeployError("no MACs known for these models, so there is nothing to plot: bench "
+                             "files from `mixdeploy export` (their manifest.json has the MACs)")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    series: dict[str, list[LatencyRow]] = {}
+    for row in plotted:
+        series.setdefault(f"{row.target} {row.config}", []).append(row)
+    for name, members in series.items():
+        members = sorted(members, key=lambda r: r.macs)
+        ax.plot([r.macs / 1e6 for r in members], [r.median_ms for r in members], marker="o", label=name)
+        for r in members:
+            ax.annotate(Path(r.path).stem if "/" not in r.label else r.label.split("/")[0],
+                        (r.macs / 1e6, r.median_ms), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.axvline(MAC_BUDGET / 1e6, color="grey", linestyle="--", label=f"{MAC_BUDGET / 1e6:.0f}M MAC budget")
+    ax.set_xlabel("MACs (millions)")
+    ax.set_ylabel("median latency (ms)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp:
+        fig.savefig(tmp, format=out_path.suffix.lstrip(".") or "png", dpi=120)
+    plt.close(fig)
+    return out_path

@@ -1,0 +1,190 @@
+"""`mixdeploy bench`: latency of .tflite files on this host (LiteRT) or on Android phones (adb)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from mixdeploy.commands._console import print_json, stderr, stdout
+from mixdeploy.errors import MixdeployError
+
+
+def _thread_list(value: str) -> list[int]:
+    try:
+        threads = [int(t) for t in value.split(",") if t.strip()]
+    except ValueError:
+        threads = []
+    if not threads or min(threads) < 1:
+        raise click.BadParameter("give thread counts as a comma-separated list, e.g. 1,2,4")
+    return threads
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--device", default="host", show_default=True,
+              help="host, or an Android device: serial, model name substring (e.g. pixel), `all`, "
+                   "or `android` (the one attached / ANDROID_SERIAL).")
+@click.option("--threads", default=None, help="Thread counts, comma-separated (host default 1,2; "
+                                              "phone: the first one; default from the device profile).")
+@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True)
+@click.option("--no-xnnpack", is_flag=True, help="Host: LiteRT builtin kernels only (no XNNPACK).")
+@click.option("--baseline", "baselines", multiple=True, type=click.Choice(["onnxruntime", "torch"]),
+              help="Host: also time the same network in onnxruntime / PyTorch.")
+@click.option("--onnx", "onnx_path", type=click.Path(exists=True, dir_okay=False),
+              help="ONNX model for --baseline onnxruntime (default: model.opt.onnx beside the tflite).")
+@click.option("--torch-model", help="Model for --baseline torch (mixnet-s, timm:NAME, ...).")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Weights for --torch-model.")
+@click.option("--benchmark-binary", type=click.Path(dir_okay=False),
+              help="Android arm64 benchmark_model (else $MIXDEPLOY_BENCHMARK_MODEL or "
+                   "~/.config/mixdeploy/config.toml benchmark_binary).")
+@click.option("--delegate", type=click.Choice(["xnnpack", "cpu", "gpu", "nnapi"]), default="xnnpack",
+              show_default=True, help="Phone: delegate for benchmark_model (cpu = builtin kernels).")
+@click.option("--op-profile", is_flag=True, help="Phone: per-op profile; flags depthwise convs off XNNPACK's fast path.")
+@click.option("--parity", is_flag=True, help="Phone: run inputs on the device and compare with host LiteRT.")
+@click.option("--parity-data", default="fashion-mnist", show_default=True,
+              help="Inputs for --parity: a .npy (NCHW float32, preprocessed) or a data source.")
+@click.option("--parity-count", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=600, show_default=True,
+              help="Phone: seconds before a device command is killed.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write a latency-vs-MACs plot (PNG) here.")
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON on stdout.")
+def bench(files, device, threads, runs, warmup, no_xnnpack, baselines, onnx_path, torch_model, weights,
+          benchmark_binary, delegate, op_profile, parity, parity_data, parity_count, timeout_s, plot,
+          as_json):
+    """Benchmark FILES (.tflite) on the host or on Android phones over adb."""
+    from mixdeploy.bench import report
+
+    thread_counts = _thread_list(threads) if threads else None
+    if device == "host":
+        results, rows = _bench_on_host(files, thread_counts or [1, 2], runs, warmup, not no_xnnpack,
+                                       baselines, onnx_path, torch_model, weights, as_json)
+    else:
+        results, rows = _bench_on_phones(files, device, thread_counts, runs, warmup, benchmark_binary,
+                                         delegate, op_profile, parity, parity_data, parity_count,
+                                         timeout_s, as_json)
+    if plot:
+        report.plot_latency_vs_macs(rows, plot)
+    if as_json:
+        print_json({"results": results, "table": [r.to_dict() for r in rows],
+                    "mac_budget": report.MAC_BUDGET, "plot": plot})
+        return
+    stdout.print(report.latency_table(rows))
+    if plot:
+        stderr.print(f"plot written to {plot}")
+
+
+# --- host ----------------------------------------------------------------------------------------
+
+def _bench_on_host(files, threads, runs, warmup, use_xnnpack, baselines, onnx_path, torch_model,
+                   weights, quiet):
+    from mixdeploy.bench import report
+    from mixdeploy.bench.host import bench_host
+
+    torch_module = _load_torch_module(torch_model, weights) if "torch" in baselines else None
+    results, rows = [], []
+    for path in files:
+        onnx_for_file = onnx_path or _onnx_beside(path) if "onnxruntime" in baselines else None
+        if not quiet:
+            stderr.print(f"benchmarking {path} on the host ({runs} runs x {len(threads)} thread settings)")
+        result = bench_host(path, threads=threads, runs=runs, warmup=warmup, use_xnnpack=use_xnnpack,
+                            baselines=baselines, onnx_path=onnx_for_file, torch_module=torch_module)
+        results.append(result.to_dict())
+        rows += report.rows_from_host(result)
+    return results, rows
+
+
+def _onnx_beside(tflite_path: str) -> str | None:
+    for name in ("model.opt.onnx", "model.onnx"):
+        candidate = Path(tflite_path).with_name(name)
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
+def _load_torch_module(name: str | None, weights: str | None):
+    if not name:
+        raise MixdeployError("--baseline torch needs --torch-model NAME (e.g. mixnet-s, timm:mixnet_s)")
+    from mixdeploy.models import load_model
+
+    return load_model(name, weights=weights).module
+
+
+# --- phones --------------------------------------------------------------------------------------
+
+def _bench_on_phones(files, device, threads, runs, warmup, benchmark_binary, delegate, op_profile,
+                     parity, parity_data, parity_count, timeout_s, quiet):
+    from mixdeploy.bench import report
+    from mixdeploy.bench.adb import Adb
+    from mixdeploy.bench.phone import bench_phone
+
+    adb = Adb()
+    results, rows = [], []
+    for path in files:
+        inputs = _parity_inputs(path, parity_data, parity_count) if parity else None
+        if not quiet:
+            stderr.print(f"benchmarking {path} on {device} over adb")
+        for result in bench_phone(path, device=device, benchmark_binary=benchmark_binary,
+                                  threads=threads[0] if threads else None, delegate=delegate,
+                                  op_profile=op_profile, parity_inputs=inputs, runs=runs,
+                                  warmup=warmup, timeout_s=timeout_s, adb=adb):
+            results.append(result.to_dict())
+            rows += report.rows_from_phone(result)
+            if not quiet:
+                _print_phone_details(result)
+    return results, rows
+
+
+def _parity_inputs(tflite_path: str, source: str, count: int) -> np.ndarray:
+    """NCHW float32 preprocessed inputs: a .npy as is, else mixdeploy.data with the model's
+    preprocessing (from its manifest, else defaults at the model's input size)."""
+    if source.endswith(".npy"):
+        array = np.load(source)
+        if array.dtype != np.float32 or array.ndim != 4:
+            raise MixdeployError(f"{source} must hold N x C x H x W float32 preprocessed images "
+                                 f"(got {array.dtype} {array.shape})")
+        return array[:count]
+    try:
+        from mixdeploy import data
+    except ImportError as err:
+        raise MixdeployError("this install has no mixdeploy.data: give --parity-data FILE.npy") from err
+    from mixdeploy.bench import report
+    from mixdeploy.bench.host import tflite_input_details
+    from mixdeploy.preprocess import Preprocessing
+
+    manifest = report.read_manifest(tflite_path) or {}
+    if "preprocessing" in manifest:
+        preprocessing = Preprocessing.from_dict(manifest["preprocessing"])
+    else:
+        shape = tflite_input_details(tflite_path)["shape"]
+        preprocessing = Preprocessing().with_size(int(shape[1]))
+    return data.load_images(source, preprocessing, limit=count).images
+
+
+def _print_phone_details(result) -> None:
+    state = result.device
+    stderr.print(f"[bold]{state.model}[/] ({state.serial}) Android {state.android_version}, SoC "
+                 f"{state.soc or state.board_platform}, battery {state.battery_level}%, thermal status "
+                 f"{state.thermal_status}; pushed: "
+                 + ", ".join(f"{k} ({'pushed' if v else 'cached'})" for k, v in result.pushed.items()))
+    for note in result.notes:
+        stderr.print(f"[yellow]note:[/] {note}")
+    if result.benchmark.op_profile:
+        from rich.table import Table
+
+        table = Table(title="per-op profile (top 15 by avg ms)")
+        for column in ("node type", "avg ms", "%", "name"):
+            table.add_column(column)
+        for row in sorted(result.benchmark.op_profile, key=lambda r: -r.avg_ms)[:15]:
+            table.add_row(row.node_type, f"{row.avg_ms:.3f}",
+                          f"{row.percent:.1f}" if row.percent is not None else "-", row.name)
+        stdout.print(table)
+    for slow in result.slow_depthwise:
+        stderr.print(f"[red]slow depthwise[/] {slow.layer or slow.name} {slow.kernel[0]}x{slow.kernel[1]} "
+                     f"ran as {slow.node_type} ({slow.avg_ms:.3f} ms): consider --lowering decompose")
+    if result.parity:
+        p = result.parity
+        stderr.print(f"on-device parity vs host LiteRT ({p.count} inputs): top-1 agreement "
+                     f"{p.top1_agreement:.3f}, cosine min {p.cosine_min:.5f}, max abs err {p.max_abs_err:.3g}")

@@ -1,0 +1,97 @@
+"""`mixdeploy export`: a MixNet to ONNX (rewritten) and TFLite fp32/fp16/int8, with a parity summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from mixdeploy.commands._console import print_json, stage_progress, stderr, stdout
+from mixdeploy.pipeline import ExportOptions, run_export
+
+
+def _precisions(int8: bool, fp16: bool, dynamic: bool, int16x8: bool) -> tuple[str, ...]:
+    chosen = ["fp32"]  # the float TFLite is the reference the int8 model is judged against
+    chosen += [name for name, on in (("fp16", fp16), ("dynamic", dynamic), ("int8", int8),
+                                     ("int16x8", int16x8)) if on]
+    return tuple(chosen)
+
+
+@click.command()
+@click.argument("model")
+@click.option("--weights", type=click.Path(dir_okay=False), help="State dict or checkpoint file.")
+@click.option("--num-classes", type=click.IntRange(min=1), help="Classifier size (default: from weights or 1000).")
+@click.option("--input-size", type=click.IntRange(min=16), help="Square input side (default: the model's).")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "tflite"]), default="tflite", show_default=True)
+@click.option("--int8", is_flag=True, help="Also a full-integer int8 model (calibrated).")
+@click.option("--fp16", is_flag=True, help="Also an fp16-weights model.")
+@click.option("--dynamic-range", "dynamic", is_flag=True, help="Also a dynamic-range int8 model.")
+@click.option("--int16x8", is_flag=True, help="Also a 16x8 model (int16 activations, int8 weights).")
+@click.option("--io-dtype", type=click.Choice(["int8", "float32"]), default="int8", show_default=True,
+              help="Input/output type of the full-integer models.")
+@click.option("--input-layout", type=click.Choice(["nhwc", "nchw"]), default="nhwc", show_default=True)
+@click.option("--lowering", type=click.Choice(["auto", "split", "pad", "decompose"]), default="auto",
+              show_default=True, help="How each MixConv is lowered (auto: measured per layer).")
+@click.option("--calib", help="Calibration data: fashion-mnist, an image folder or a .npy.")
+@click.option("--calib-count", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--parity-data", help="Data for the parity summary (default: the calibration source's test split).")
+@click.option("--parity-count", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--opset", type=click.IntRange(min=17), default=17, show_default=True)
+@click.option("--dynamic-batch", is_flag=True, help="ONNX with a dynamic batch dimension.")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Output folder (default: out/MODEL).")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
+def export(model, weights, num_classes, input_size, fmt, int8, fp16, dynamic, int16x8, io_dtype,
+           input_layout, lowering, calib, calib_count, parity_data, parity_count, opset, dynamic_batch,
+           out_dir, as_json):
+    """Export MODEL (mixnet-s, tf-mixnet-m, timm:NAME, ...) to ONNX and TFLite."""
+    options = ExportOptions(
+        source=model, out_dir=Path(out_dir or Path("out") / model.replace(":", "_")),
+        weights=weights, num_classes=num_classes, input_size=input_size, fmt=fmt,
+        precisions=_precisions(int8, fp16, dynamic, int16x8), lowering=lowering, calib=calib,
+        calib_count=calib_count, io_dtype=io_dtype, input_layout=input_layout,
+        parity_data=parity_data, parity_count=parity_count, opset=opset, dynamic_batch=dynamic_batch,
+    )
+    warn = lambda message: stderr.print(f"[yellow]warning:[/] {message}")
+    with stage_progress(enabled=not as_json) as progress:
+        result = run_export(options, progress=progress, warn=warn)
+    if as_json:
+        print_json(result.manifest)
+        return
+    _print_files(result)
+    if "parity" in result.manifest:
+        _print_parity(result.manifest["parity"])
+
+
+def _print_files(result) -> None:
+    model = result.manifest["model"]
+    table = Table(title=f"{model['name']}: {model['params'] / 1e6:.2f}M params, {model['macs'] / 1e6:.0f}M MACs"
+                        f" -> {result.out_dir}")
+    for column in ("file", "size", "ops"):
+        table.add_column(column)
+    convert = result.manifest["stages"].get("convert", {})
+    for record in result.manifest["files"]:
+        ops = ""
+        for facts in convert.values():
+            if str(facts.get("path", "")).endswith(record["path"]):
+                ops = _short_histogram(facts.get("op_histogram", {}))
+        table.add_row(record["path"], f"{record['bytes'] / 1e6:.2f} MB", ops)
+    stdout.print(table)
+
+
+def _short_histogram(histogram: dict) -> str:
+    top = sorted(histogram.items(), key=lambda kv: -kv[1])[:6]
+    return ", ".join(f"{name} {count}" for name, count in top)
+
+
+def _print_parity(parity: dict) -> None:
+    table = Table(title=f"Parity vs PyTorch on {parity['images']} images of {parity['data']}")
+    for column in ("model", "top-1", "top-1 agreement", "logit cosine", "max abs err", "SQNR dB"):
+        table.add_column(column, justify="right")
+    if "reference_top1" in parity:
+        table.add_row("PyTorch (reference)", f"{parity['reference_top1']:.2%}", "", "", "", "")
+    for name, m in parity["backends"].items():
+        top1 = f"{m['top1']:.2%}" if m.get("top1") is not None else "-"
+        table.add_row(name, top1, f"{m['top1_agreement']:.2%}", f"{m['cosine']:.4f}",
+                      f"{m['max_abs_error']:.3g}", f"{m['sqnr_db']:.1f}")
+    stdout.print(table)

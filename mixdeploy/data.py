@@ -1,0 +1,362 @@
+"""Datasets and image preprocessing: every source becomes NCHW float32 made by one `Preprocessing`.
+
+Sources understood by `load_images`:
+  - ``fashion-mnist``: Debian's ``dataset-fashion-mnist`` (IDX files, parsed with numpy + gzip);
+  - an ImageFolder-style directory (one sub-folder per class, labels = sorted folder names);
+  - a flat directory of images (no labels);
+  - a ``.npy`` of raw images, (N,3,H,W) or (N,H,W,3), uint8 0-255 or float in [0,1].
+
+Parity, calibration and on-device runs must see the same tensors as training did, so all
+image sources go through `preprocess_image` (PIL, following the model's `Preprocessing`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mixdeploy.errors import MixdeployError
+from mixdeploy.preprocess import Preprocessing
+
+log = logging.getLogger(__name__)
+
+FASHION_MNIST_DIR_ENV = "MIXDEPLOY_FASHION_MNIST_DIR"
+FASHION_MNIST_DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+
+# Files that commonly sit beside images and are not meant as data; anything else that PIL
+# cannot read is reported rather than silently skipped (a silently smaller set skews parity).
+IGNORED_SUFFIXES = {".txt", ".md", ".json", ".csv", ".yaml", ".yml", ".db", ".ini"}
+
+# Real photos bundled with scikit-image (no network needed) used for default calibration.
+CALIBRATION_PHOTOS = (
+    "astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry",
+    "hubble_deep_field", "retina", "colorwheel", "camera", "coins", "clock", "moon",
+)
+
+
+@dataclass
+class ImageSet:
+    images: np.ndarray                 # N,3,H,W float32, normalized by the Preprocessing
+    labels: np.ndarray | None          # N int64, or None when the source has no labels
+    class_names: list[str] | None
+    source: str                        # human-readable description of where the images came from
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def num_classes(self) -> int | None:
+        return len(self.class_names) if self.class_names is not None else None
+
+
+# ---------------------------------------------------------------- preprocessing
+
+
+def _resample(interpolation: str) -> Image.Resampling:
+    try:
+        return INTERPOLATIONS[interpolation]
+    except KeyError:
+        raise MixdeployError(
+            f"unknown interpolation {interpolation!r} in preprocessing; use one of {sorted(INTERPOLATIONS)}"
+        ) from None
+
+
+def preprocess_image(image: Image.Image, preprocessing: Preprocessing) -> np.ndarray:
+    """One PIL image -> 3,H,W float32 in [0,1] (not yet normalized).
+
+    timm's eval transform: resize the shorter side to floor(input_size / crop_pct), center-crop
+    input_size. Grey and palette images become RGB by channel replication.
+    """
+    image = image.convert("RGB")
+    size = preprocessing.input_size
+    scale_size = math.floor(size / preprocessing.crop_pct)
+    width, height = image.size
+    if width <= height:
+        new_w, new_h = scale_size, max(scale_size, round(height * scale_size / width))
+    else:
+        new_w, new_h = max(scale_size, round(width * scale_size / height)), scale_size
+    if (new_w, new_h) != (width, height):
+        image = image.resize((new_w, new_h), _resample(preprocessing.interpolation))
+    left = int(round((new_w - size) / 2.0))
+    top = int(round((new_h - size) / 2.0))
+    image = image.crop((left, top, left + size, top + size))
+    return np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
+
+
+def preprocess_arrays(images_u8: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+    """N,H,W (grey) or N,H,W,3 uint8 -> normalized N,3,S,S float32."""
+    out = np.empty((len(images_u8), 3, preprocessing.input_size, preprocessing.input_size), np.float32)
+    for i, arr in enumerate(images_u8):
+        out[i] = preprocess_image(Image.fromarray(arr), preprocessing)
+    return preprocessing.normalize(out)
+
+
+# ---------------------------------------------------------------- Fashion-MNIST
+
+
+def fashion_mnist_dir() -> Path:
+    return Path(os.environ.get(FASHION_MNIST_DIR_ENV, FASHION_MNIST_DEFAULT_DIR))
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Parse an IDX file (gzip or raw): magic 0x00 0x00 <dtype 0x08=uint8> <ndim>, big-endian dims."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise MixdeployError(f"{path} is not an IDX uint8 file; reinstall with `apt-get install --reinstall dataset-fashion-mnist`")
+    ndim = data[3]
+    dims = np.frombuffer(data, dtype=">u4", count=ndim, offset=4).astype(np.int64)
+    offset = 4 + 4 * ndim
+    expected = int(np.prod(dims))
+    if len(data) - offset != expected:
+        raise MixdeployError(f"{path} is truncated ({len(data) - offset} of {expected} bytes); reinstall `dataset-fashion-mnist`")
+    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(tuple(dims))
+
+
+def load_fashion_mnist_raw(split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    """-> (N,28,28 uint8 images, N int64 labels) of the `split` ('train' or 'test')."""
+    if split not in FASHION_MNIST_FILES:
+        raise MixdeployError(f"unknown Fashion-MNIST split {split!r}; use 'train' or 'test'")
+    root = fashion_mnist_dir()
+    image_file, label_file = (root / name for name in FASHION_MNIST_FILES[split])
+    if not image_file.exists() or not label_file.exists():
+        raise MixdeployError(
+            f"Fashion-MNIST not found in {root} (missing {image_file.name if not image_file.exists() else label_file.name}). "
+            f"Install it with `apt-get install -y dataset-fashion-mnist`, or set {FASHION_MNIST_DIR_ENV} "
+            "to a folder holding the IDX .gz files."
+        )
+    images = read_idx(image_file)
+    labels = read_idx(label_file).astype(np.int64)
+    if images.ndim != 3 or labels.shape != (images.shape[0],):
+        raise MixdeployError(f"Fashion-MNIST files in {root} are inconsistent; reinstall `dataset-fashion-mnist`")
+    return images, labels
+
+
+def load_fashion_mnist(preprocessing: Preprocessing, limit: int | None = None, split: str = "test") -> ImageSet:
+    images, labels = load_fashion_mnist_raw(split)
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    return ImageSet(
+        images=preprocess_arrays(images, preprocessing),
+        labels=labels,
+        class_names=list(FASHION_MNIST_CLASSES),
+        source=f"fashion-mnist/{split} ({len(labels)} images from {fashion_mnist_dir()})",
+    )
+
+
+# ---------------------------------------------------------------- folders
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """Image files directly in `folder` (sorted); unreadable files raise instead of vanishing."""
+    files = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.is_dir() or path.suffix.lower() in IGNORED_SUFFIXES:
+            continue
+        files.append(path)
+    return files
+
+
+def _open_image(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image
+    except Exception as err:  # PIL raises several types for bad or unknown files
+        raise MixdeployError(
+            f"cannot read {path} as an image ({type(err).__name__}: {err}). "
+            "Use JPEG/PNG/BMP/WebP/TIFF files, or remove it from the folder."
+        ) from None
+
+
+def _preprocess_files(files: list[Path], preprocessing: Preprocessing) -> np.ndarray:
+    out = np.empty((len(files), 3, preprocessing.input_size, preprocessing.input_size), np.float32)
+    for i, path in enumerate(files):
+        out[i] = preprocess_image(_open_image(path), preprocessing)
+    return preprocessing.normalize(out)
+
+
+def load_image_folder(folder: Path, preprocessing: Preprocessing, limit: int | None = None) -> ImageSet:
+    """ImageFolder layout (class sub-folders) when there are sub-folders, else a flat unlabeled folder."""
+    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if class_dirs:
+        files, labels = [], []
+        for label, class_dir in enumerate(class_dirs):
+            for path in _image_files(class_dir):
+                files.append(path)
+                labels.append(label)
+        class_names = [p.name for p in class_dirs]
+        kind = f"ImageFolder with {len(class_names)} classes"
+    else:
+        files, labels, class_names = _image_files(folder), None, None
+        kind = "flat folder, no labels"
+    if not files:
+        raise MixdeployError(f"no images found in {folder}; put images in it (or one sub-folder per class)")
+    if limit is not None:
+        # Spread the limit over classes: the first `limit` files of sorted class folders
+        # would otherwise cover only the first classes.
+        order = np.random.default_rng(0).permutation(len(files))[:limit] if labels is not None else np.arange(min(limit, len(files)))
+        files = [files[i] for i in sorted(order)]
+        labels = [labels[i] for i in sorted(order)] if labels is not None else None
+    return ImageSet(
+        images=_preprocess_files(files, preprocessing),
+        labels=np.asarray(labels, np.int64) if labels is not None else None,
+        class_names=class_names,
+        source=f"{folder} ({kind}, {len(files)} images)",
+    )
+
+
+# ---------------------------------------------------------------- .npy
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as err:
+        if "allow_pickle" in str(err):
+            raise MixdeployError(
+                f"{path} holds an object array (images of mixed sizes?). Save one array of equal-size "
+                "images, (N,3,H,W) or (N,H,W,3), or put the images in a folder instead."
+            ) from None
+        raise MixdeployError(f"cannot read {path} as .npy: {err}") from None
+
+
+def _as_nhwc_u8(array: np.ndarray, path: Path) -> np.ndarray:
+    """Validate a raw image array and return N,H,W,3 uint8 for the PIL path."""
+    if array.ndim != 4 or not (array.shape[1] == 3 or array.shape[3] == 3):
+        raise MixdeployError(
+            f"{path} has shape {array.shape}; expected 4-D images (N,3,H,W) or (N,H,W,3) with 3 colour channels"
+        )
+    nhwc = array.transpose(0, 2, 3, 1) if array.shape[1] == 3 and array.shape[3] != 3 else array
+    if nhwc.dtype == np.uint8:
+        return nhwc
+    if not np.issubdtype(nhwc.dtype, np.floating):
+        raise MixdeployError(f"{path} has dtype {nhwc.dtype}; expected uint8 (0-255) or float (0-1) images")
+    lo, hi = float(nhwc.min()), float(nhwc.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise MixdeployError(
+            f"{path} values span [{lo:.3g}, {hi:.3g}]; save raw pixels as float in [0,1] or uint8 "
+            "(normalization is applied here, from the model's preprocessing)"
+        )
+    return np.clip(np.rint(nhwc * 255.0), 0, 255).astype(np.uint8)
+
+
+def load_npy(path: Path, preprocessing: Preprocessing, limit: int | None = None) -> ImageSet:
+    array = _load_npy(path)
+    if limit is not None:
+        array = array[:limit]
+    images = _as_nhwc_u8(array, path)
+    if len(images) == 0:
+        raise MixdeployError(f"{path} holds no images")
+    return ImageSet(
+        images=preprocess_arrays(images, preprocessing),
+        labels=None,
+        class_names=None,
+        source=f"{path} ({len(images)} images, no labels)",
+    )
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def load_images(source: str, preprocessing: Preprocessing, limit: int | None = None, split: str = "test") -> ImageSet:
+    """Load `source` as normalized NCHW float32 following `preprocessing`."""
+    if limit is not None and limit <= 0:
+        raise MixdeployError(f"--limit must be positive, got {limit}")
+    if source.lower() in ("fashion-mnist", "fashion_mnist", "fashionmnist"):
+        return load_fashion_mnist(preprocessing, limit=limit, split=split)
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise MixdeployError(
+            f"data source {source!r} not found; give 'fashion-mnist', an image folder, or a .npy file"
+        )
+    if path.is_dir():
+        return load_image_folder(path, preprocessing, limit=limit)
+    if path.suffix.lower() == ".npy":
+        return load_npy(path, preprocessing, limit=limit)
+    raise MixdeployError(f"unsupported data source {path}; give 'fashion-mnist', an image folder, or a .npy file")
+
+
+def check_labels_match(images: ImageSet, num_classes: int) -> None:
+    """Labeled data must use the model's label space, or accuracy numbers are meaningless."""
+    if images.labels is None:
+        return
+    if images.num_classes is not None and images.num_classes != num_classes:
+        raise MixdeployError(
+            f"the data has {images.num_classes} classes ({images.source}) but the model predicts {num_classes}; "
+            "use data labeled with the model's classes, a model trained on this data "
+            "(e.g. --num-classes with matching weights), or an unlabeled folder for agreement-only parity"
+        )
+    if len(images.labels) and int(images.labels.max()) >= num_classes:
+        raise MixdeployError(f"labels go up to {int(images.labels.max())} but the model has {num_classes} classes")
+
+
+def _calibration_photos() -> list[np.ndarray]:
+    import skimage.data
+
+    photos = []
+    for name in CALIBRATION_PHOTOS:
+        try:
+            photos.append(np.asarray(getattr(skimage.data, name)()))
+        except Exception as err:  # a missing optional sample (pooch download) must not stop us
+            log.debug("skipping skimage.data.%s: %s", name, err)
+    if not photos:
+        raise MixdeployError("scikit-image's sample photos are unavailable; pass calibration images explicitly (--calibration DIR)")
+    return [p if p.ndim == 3 else np.stack([p] * 3, axis=-1) for p in photos]
+
+
+def _random_view(photo: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """A random crop (30-100% of the shorter side) with a random horizontal flip."""
+    image = Image.fromarray(photo[..., :3].astype(np.uint8))
+    w, h = image.size
+    side = int(min(w, h) * rng.uniform(0.3, 1.0))
+    left, top = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+    image = image.crop((left, top, left + side, top + side))
+    if rng.random() < 0.5:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return image
+
+
+def default_calibration_images(preprocessing: Preprocessing, n: int = 64, seed: int = 0) -> np.ndarray:
+    """`n` normalized NCHW images from scikit-image's bundled photos (the whole photo first, then
+    random crops/flips). A generic stand-in: int8 ranges are best calibrated on the user's own data."""
+    warnings.warn(
+        "calibrating int8 on scikit-image's sample photos; for best int8 accuracy calibrate on "
+        "images from your own data (e.g. 100-500 of them)",
+        UserWarning,
+        stacklevel=2,
+    )
+    rng = np.random.default_rng(seed)
+    photos = _calibration_photos()
+    out = np.empty((n, 3, preprocessing.input_size, preprocessing.input_size), np.float32)
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        view = Image.fromarray(photo[..., :3].astype(np.uint8)) if i < len(photos) else _random_view(photo, rng)
+        out[i] = preprocess_image(view, preprocessing)
+    return preprocessing.normalize(out)

@@ -1,0 +1,55 @@
+"""The shape shared by MixConvs and split 1x1 convs: Split(C) -> one Conv per part -> Concat(C)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import re
+
+import onnx_ir as ir
+
+from mixdeploy.onnx.graph import ConvInfo, attr, conv_info, is_channel_axis, only_use
+
+
+@dataclass
+class SplitConvConcat:
+    split: ir.Node
+    convs: list[ConvInfo]
+    concat: ir.Node
+
+    @property
+    def name(self) -> str:
+        """'blocks.2.0.conv_dw/Split' -> 'blocks.2.0.conv_dw' (the module the three nodes came from)."""
+        return re.sub(r"[/_.]?Split(_\d+)?$", "", self.split.name) or self.split.name
+
+    @property
+    def in_channels(self) -> list[int]:
+        return [c.weight.shape[1] * c.group for c in self.convs]
+
+    @property
+    def out_channels(self) -> list[int]:
+        return [c.out_channels for c in self.convs]
+
+
+def match_split_conv_concat(split: ir.Node) -> SplitConvConcat | None:
+    if split.op_type != "Split" or not is_channel_axis(attr(split, "axis", 0)) or len(split.outputs) < 2:
+        return None
+    convs = []
+    for part in split.outputs:
+        consumer = only_use(part)
+        conv = conv_info(consumer) if consumer is not None else None
+        if conv is None or conv.node.inputs[0] is not part:
+            return None
+        convs.append(conv)
+    concat = only_use(convs[0].node.outputs[0])
+    if concat is None or concat.op_type != "Concat" or not is_channel_axis(attr(concat, "axis", 0)):
+        return None
+    if list(concat.inputs) != [c.node.outputs[0] for c in convs]:
+        return None
+    if any(only_use(c.node.outputs[0]) is not concat for c in convs):
+        return None
+    return SplitConvConcat(split, convs, concat)
+
+
+def split_conv_concats(graph: ir.Graph) -> list[SplitConvConcat]:
+    found = [match_split_conv_concat(n) for n in graph if n.op_type == "Split"]
+    return [m for m in found if m is not None]

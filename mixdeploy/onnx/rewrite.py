@@ -1,0 +1,140 @@
+"""Run the rewrite passes over an ONNX MixNet and report what each one changed.
+
+Default order: fold_pad (so pads never hide a Conv from the next passes),
+fold_batchnorm (BN into the Convs, across MixConv concats), recognize_mixconv
+(also normalizes Slice-chain splits), fuse_grouped_pointwise, lower_mixconv.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import onnx
+import onnx_ir as ir
+
+from mixdeploy.errors import MixdeployError
+from mixdeploy.onnx.graph import count_macs, op_histogram, to_ir, to_proto
+from mixdeploy.onnx.lowering import LOWERINGS
+from mixdeploy.onnx.passes import PassOutcome
+from mixdeploy.onnx.passes.fold_batchnorm import fold_batchnorm
+from mixdeploy.onnx.passes.fold_pad import fold_pad
+from mixdeploy.onnx.passes.fuse_grouped_pointwise import fuse_grouped_pointwise
+from mixdeploy.onnx.passes.lower_mixconv import lower_mixconvs
+from mixdeploy.onnx.passes.recognize_mixconv import find_mixconvs, describe, recognize_mixconv
+
+DEFAULT_PASSES = ("fold_pad", "fold_batchnorm", "recognize_mixconv", "fuse_grouped_pointwise", "lower_mixconv")
+SIMPLE_PASSES: dict[str, Callable[[ir.Model], PassOutcome]] = {
+    "fold_pad": fold_pad,
+    "fold_batchnorm": fold_batchnorm,
+    "recognize_mixconv": recognize_mixconv,
+    "fuse_grouped_pointwise": fuse_grouped_pointwise,
+}
+ALL_PASSES = tuple(SIMPLE_PASSES) + ("lower_mixconv",)
+
+
+@dataclass
+class PassReport:
+    name: str
+    touched: list[str]
+    ops_before: dict[str, int]
+    ops_after: dict[str, int]
+    macs_before: int
+    macs_after: int
+    seconds: float
+    details: dict = field(default_factory=dict)
+
+
+@dataclass
+class RewriteReport:
+    lowering: str
+    passes: list[PassReport] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def mixconvs(self) -> list[dict]:
+        for p in self.passes:
+            if p.name == "recognize_mixconv":
+                return p.details.get("mixconvs", [])
+        return []
+
+    @property
+    def lowering_choices(self) -> dict[str, str]:
+        for p in self.passes:
+            if p.name == "lower_mixconv":
+                return {layer["name"]: layer["applied"] for layer in p.details["layers"]}
+        return {}
+
+    def to_dict(self) -> dict:
+        return {"lowering": self.lowering, "seconds": round(self.seconds, 3),
+                "passes": [asdict(p) for p in self.passes], "lowering_choices": self.lowering_choices}
+
+    def to_table(self):
+        """A rich Table: one row per pass, op counts and MACs before -> after."""
+        from rich.table import Table
+
+        table = Table(title=f"ONNX rewrite (lowering={self.lowering})")
+        for col in ("pass", "touched", "nodes", "changed ops", "MACs (M)", "s"):
+            table.add_column(col, justify="left" if col in ("pass", "changed ops") else "right")
+        for p in self.passes:
+            changed = [f"{op} {p.ops_before.get(op, 0)}->{p.ops_after.get(op, 0)}"
+                       for op in sorted(set(p.ops_before) | set(p.ops_after))
+                       if p.ops_before.get(op, 0) != p.ops_after.get(op, 0)]
+            table.add_row(p.name, str(len(p.touched)),
+                          f"{sum(p.ops_before.values())}->{sum(p.ops_after.values())}",
+                          ", ".join(changed) or "-",
+                          f"{p.macs_before / 1e6:.1f}->{p.macs_after / 1e6:.1f}", f"{p.seconds:.2f}")
+        return table
+
+
+@dataclass
+class RewriteResult:
+    model: onnx.ModelProto
+    report: RewriteReport
+
+
+def rewrite(model: onnx.ModelProto, lowering: str = "auto", passes=None, *, runtime: str | None = None,
+            progress: Callable[[int, int, str], None] | None = None) -> RewriteResult:
+    """Rewrite `model` with `passes` (default: all, in DEFAULT_PASSES order).
+
+    lowering: 'split' | 'pad' | 'decompose' | 'pad_decompose' for every MixConv, or 'auto'
+    to pick per layer by timing single-layer TFLite models on this machine's LiteRT
+    (`runtime` e.g. 'fp32' or 'int8'; choices cached, see policy.py). `progress(done,
+    total, layer)` is called while 'auto' measures.
+    """
+    if lowering not in LOWERINGS + ("auto",):
+        raise MixdeployError(f"unknown lowering {lowering!r}; choose auto, {', '.join(LOWERINGS)}.")
+    names = tuple(passes) if passes is not None else DEFAULT_PASSES
+    unknown = [n for n in names if n not in ALL_PASSES]
+    if unknown:
+        raise MixdeployError(f"unknown rewrite pass(es) {unknown}; available: {', '.join(ALL_PASSES)}.")
+    start = time.perf_counter()
+    report = RewriteReport(lowering=lowering)
+    current = model
+    for name in names:
+        t0 = time.perf_counter()
+        ir_model = to_ir(current)
+        if name == "lower_mixconv":
+            outcome = lower_mixconvs(ir_model, _chooser(ir_model, lowering, runtime, progress))
+        else:
+            outcome = SIMPLE_PASSES[name](ir_model)
+        rewritten = to_proto(ir_model)
+        report.passes.append(PassReport(
+            name=name, touched=outcome.touched, ops_before=op_histogram(current), ops_after=op_histogram(rewritten),
+            macs_before=count_macs(current), macs_after=count_macs(rewritten),
+            seconds=time.perf_counter() - t0, details=outcome.details))
+        current = rewritten
+    onnx.checker.check_model(current)
+    report.seconds = time.perf_counter() - start
+    return RewriteResult(current, report)
+
+
+def _chooser(ir_model: ir.Model, lowering: str, runtime, progress):
+    if lowering != "auto":
+        return lambda spec: lowering
+    from mixdeploy.onnx.policy import choose_lowerings
+
+    specs = [describe(m) for m in find_mixconvs(ir_model.graph)]
+    choices = choose_lowerings(specs, runtime=runtime or "fp32", progress=progress)
+    return lambda spec: choices[spec.signature]

@@ -1,0 +1,144 @@
+"""Public entry of the converter: ONNX ModelProto -> .tflite file (fp32/fp16/dynamic/int8/16x8).
+
+The ONNX graph is traced into TF ops laid out NHWC (graph.py, ops.py), handed to
+`tf.lite.TFLiteConverter.from_concrete_functions`, and the flatbuffer is written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from mixdeploy.atomic import write_bytes_atomic
+from mixdeploy.errors import MixdeployError
+from mixdeploy.tflite.quantize import (FULL_INTEGER, QuantizationSettings, apply_precision,
+                                       check_precision_args)
+
+
+@dataclass
+class ConvertResult:
+    path: Path
+    precision: str
+    op_histogram: dict[str, int]          # TFLite builtin op name -> count
+    inputs: list[dict]                    # name, shape, dtype, quantization (scale, zero_point)
+    outputs: list[dict]
+    seconds: float
+    file_size: int
+    sha256: str
+    quantization: dict
+    input_layout: str
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["path"] = str(self.path)
+        return d
+
+
+def convert_onnx(model: onnx.ModelProto, out_path, precision: str = "fp32",
+                 calibration: np.ndarray | None = None, io_dtype: str = "int8",
+                 input_layout: str = "nhwc", progress: Callable[[int, int], None] | None = None,
+                 keep_float: list[str] | None = None) -> ConvertResult:
+    """Convert `model` to TFLite at `out_path`.
+
+    calibration: NCHW float32 images, preprocessed exactly like the model's input (needed for
+    int8/int16x8). io_dtype: the input/output type of full-integer models ("int8" -> int8 I/O,
+    int16 for int16x8; "float32" keeps float I/O with quantize/dequantize at the ends).
+    input_layout: "nhwc" (no transpose in the model) or "nchw" (one TRANSPOSE at the input).
+    keep_float: ONNX node names whose ops stay float in a quantized model (selective quantization).
+    """
+    started = time.perf_counter()
+    from mixdeploy.tflite.graph import trace_onnx
+
+    if isinstance(model, (str, os.PathLike)):
+        model = load_onnx(model)
+    if not isinstance(model, onnx.ModelProto):
+        raise MixdeployError("convert_onnx needs an onnx.ModelProto or the path of an .onnx file")
+    if not model.graph.node:
+        raise MixdeployError("the ONNX model has no nodes (empty or corrupt file); export it again")
+    if input_layout not in ("nhwc", "nchw"):
+        raise MixdeployError(f"input_layout must be 'nhwc' or 'nchw', got '{input_layout}'")
+    keep_float = list(keep_float or [])
+
+    traced = trace_onnx(model, input_layout)
+    calibration = check_precision_args(precision, calibration, io_dtype, traced.inputs[0])
+    if keep_float and precision not in FULL_INTEGER:
+        raise MixdeployError("--keep-float only applies to int8/int16x8 precision")
+    unknown = [n for n in keep_float if n not in traced.node_scopes]
+    if unknown:
+        raise MixdeployError(f"keep_float names nodes not in the ONNX graph: {', '.join(unknown[:5])}; "
+                             "use the ONNX node names (see `mixdeploy inspect model.onnx`)")
+
+    flatbuffer, notes = run_converter(traced, precision, calibration, io_dtype, input_layout, progress,
+                                      keep_float)
+    write_bytes_atomic(out_path, flatbuffer)
+
+    from mixdeploy.tflite.inspect import inspect_tflite
+
+    inspection = inspect_tflite(out_path)
+    settings = QuantizationSettings(precision, io_dtype if precision in FULL_INTEGER else None,
+                                    0 if calibration is None else len(calibration), keep_float)
+    if input_layout == "nhwc":
+        notes.append("input is NHWC (the ONNX model's NCHW input transposed); feed images as N,H,W,C")
+    return ConvertResult(
+        path=Path(out_path), precision=precision, op_histogram=inspection.op_histogram,
+        inputs=inspection.inputs, outputs=inspection.outputs,
+        seconds=time.perf_counter() - started, file_size=len(flatbuffer),
+        sha256=hashlib.sha256(flatbuffer).hexdigest(), quantization=settings.to_dict(),
+        input_layout=input_layout, notes=notes)
+
+
+def load_onnx(path) -> onnx.ModelProto:
+    """Read and check an ONNX file; a missing, truncated or invalid file is a MixdeployError."""
+    path = Path(path)
+    if not path.is_file():
+        raise MixdeployError(f"no such ONNX file: {path}")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as err:  # protobuf DecodeError, checker ValidationError, ...
+        raise MixdeployError(f"{path} is not a valid ONNX model ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0][:200] if str(err) else 'unreadable'}); "
+                             "export it again with `mixdeploy export`") from err
+    return model
+
+
+def run_converter(traced, precision, calibration, io_dtype, input_layout, progress, keep_float):
+    import tensorflow as tf
+
+    from mixdeploy.tflite import quantize
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [traced.concrete_function], traced.module)
+    apply_precision(converter, precision, calibration, io_dtype, input_layout == "nhwc", progress)
+    notes: list[str] = []
+    try:
+        if precision != "int8":
+            if keep_float:
+                raise MixdeployError("keep_float is supported for int8 only (the 16x8 quantizer has no denylist)")
+            return converter.convert(), notes
+        # int8: calibrate once, then quantize (optionally keeping some nodes in float)
+        calibrated = quantize.calibrate_only(converter)
+        denylist = None
+        if keep_float:
+            scopes = [traced.node_scopes[name] for name in keep_float]
+            denylist = quantize.denylist_for(calibrated, scopes)
+            if not denylist:
+                raise MixdeployError(f"keep_float: no TFLite op comes from node(s) {', '.join(keep_float)} "
+                                     "(folded away by the converter?); pick a Conv/Mul/... node")
+            notes.append(f"kept {len(keep_float)} ONNX node(s) in float ({len(denylist)} TFLite ops): "
+                         f"{', '.join(keep_float[:5])}")
+        return quantize.quantize_calibrated(calibrated, io_dtype, denylist), notes
+    except MixdeployError:
+        raise
+    except Exception as err:  # the converter's own errors are long MLIR dumps: keep the gist
+        first_lines = "\n".join(str(err).strip().splitlines()[:6])
+        raise MixdeployError(f"TFLiteConverter failed ({precision}): {first_lines}\n"
+                             "Try another precision, or report the model and this message.") from err

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# All set-up for mixdeploy on a fresh Debian machine, idempotent (a second run is quick).
+#   bash scripts/setup.sh        # the tool itself
+#   bash scripts/setup.sh test   # plus the test oracle (timm) and test tools
+# Installs into the active Python (use a venv first if you want isolation).
+set -euo pipefail
+mode="${1:-run}"
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# System packages: the real adb client (phone benchmarks) and Fashion-MNIST (real labelled
+# images for calibration and parity). Debian packages, so apt, once.
+if ! command -v adb >/dev/null || [ ! -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q adb dataset-fashion-mnist
+fi
+
+# torch first: `torch==2.13.0` is the CPU wheel on these machines; any other request
+# (or letting a dependency choose) pulls a multi-GB CUDA build.
+"$PY" -m pip install -q --disable-pip-version-check torch==2.13.0
+"$PY" -m pip install -q --disable-pip-version-check -e .
+
+if [ "$mode" = test ]; then
+  # timm is the test oracle only. Its torchvision dependency would pull a CUDA torch:
+  # the constraints file pins torch==2.13.0 and torchvision==0.28.0.
+  "$PY" -m pip install -q --disable-pip-version-check -c scripts/test-constraints.txt -e ".[test]" timm
+fi
+echo "mixdeploy set-up done ($mode)."

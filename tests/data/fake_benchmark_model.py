@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Stand-in for Android's benchmark_model, run by the emulated device (tests/adb_emulator.py).
+
+It is pushed like the real binary and runs the model for real with the host LiteRT
+interpreter: the timings it prints (in the classic tool's format, `INFO: ` prefixed) are
+measured, and --output_filepath gets the real output bytes of the pushed input, so on-device
+parity in the tests compares real numbers. The op-profiling table follows the newer layout (no
+[start] column) with XNNPACK-style node types: depthwise convs above 5x5 show as IGEMM.
+
+Fault behaviour comes from $EMULATED_DEVICE_SANDBOX/behaviour.json:
+{"exit_code": 3, "stderr": "...", "sleep_s": 30}.
+"""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def parse_flags(argv):
+    flags = {}
+    for arg in argv:
+        if arg.startswith("--") and "=" in arg:
+            key, value = arg[2:].split("=", 1)
+            flags[key] = value
+    return flags
+
+
+def split_layer_files(spec):
+    """`name:path` with ':' in names escaped as '::'."""
+    result = {}
+    for item in spec.split(","):
+        placeholder = item.replace("::", "\0")
+        name, path = placeholder.rsplit(":", 1)
+        result[name.replace("\0", ":")] = path.replace("\0", ":")
+    return result
+
+
+def main():
+    behaviour_file = Path(os.environ.get("EMULATED_DEVICE_SANDBOX", "/nonexistent")) / "behaviour.json"
+    behaviour = json.loads(behaviour_file.read_text()) if behaviour_file.is_file() else {}
+    flags = parse_flags(sys.argv[1:])
+    print("INFO: STARTING!", flush=True)
+    print(f"INFO: Graph: [{flags.get('graph')}]")
+    print(f"INFO: #threads used for CPU inference: [{flags.get('num_threads', '1')}]")
+    if behaviour.get("sleep_s"):
+        time.sleep(float(behaviour["sleep_s"]))
+    if behaviour.get("exit_code"):
+        sys.stderr.write(behaviour.get("stderr", "ERROR: failed\n"))
+        return int(behaviour["exit_code"])
+
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    graph = flags["graph"]
+    print(f"INFO: Loaded model {graph}")
+    print(f"INFO: The input model file size (MB): {os.path.getsize(graph) / 1e6:.6f}")
+    start = time.perf_counter()
+    interp = Interpreter(model_path=graph, num_threads=int(flags.get("num_threads", 1)))
+    interp.allocate_tensors()
+    init_us = (time.perf_counter() - start) * 1e6
+    print(f"INFO: Initialized session in {init_us / 1000:.3f}ms.")
+    inp = interp.get_input_details()[0]
+    if "input_layer_value_files" in flags:
+        files = split_layer_files(flags["input_layer_value_files"])
+        data = np.frombuffer(Path(files[inp["name"]]).read_bytes(), dtype=inp["dtype"])
+        interp.set_tensor(inp["index"], data.reshape(inp["shape"]))
+
+    def timed(n):
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            interp.invoke()
+            times.append(int((time.perf_counter() - t) * 1e6))
+        return times
+
+    def count_line(times):
+        arr = np.asarray(times)
+        return (f"INFO: count={len(times)} first={times[0]} curr={times[-1]} min={arr.min()} "
+                f"max={arr.max()} avg={arr.mean():g} std={int(arr.std())}")
+
+    warm = timed(max(1, int(flags.get("warmup_runs", 1))))
+    print("INFO: Running benchmark for at least 1 iterations and at least 0.5 seconds but terminate if exceeding 150 seconds.")
+    print(count_line(warm) + "\n")
+    runs = timed(max(1, int(flags.get("num_runs", 50))))
+    print("INFO: Running benchmark for at least 50 iterations and at least 1 seconds but terminate if exceeding 150 seconds.")
+    print(count_line(runs) + "\n")
+    print(f"INFO: Inference timings in us: Init: {int(init_us)}, First inference: {warm[0]}, "
+          f"Warmup (avg): {np.mean(warm):g}, Inference (avg): {np.mean(runs):g}")
+    print("INFO: Memory footprint delta from the start of the tool (MB): init=3.25 overall=9.5")
+    if flags.get("enable_op_profiling") == "true":
+        print_op_profile(interp, float(np.mean(runs)) / 1000)
+    if "output_filepath" in flags:
+        with open(flags["output_filepath"], "wb") as f:
+            for out in interp.get_output_details():
+                f.write(interp.get_tensor(out["index"]).tobytes())
+    return 0
+
+
+def print_op_profile(interp, total_ms):
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    ops = interp._get_ops_details()
+    precision = "QS8" if interp.get_input_details()[0]["dtype"].__name__ == "int8" else "F32"
+    print("INFO: Operator-wise Profiling Info for Regular Benchmark Runs:")
+    print("============================== Run Order ==============================")
+    print("\t                     [node type]\t  [first]\t [avg ms]\t     [%]\t  [cdf%]\t  [mem KB]\t[times called]\t[Name]")
+    share = 100.0 / len(ops)
+    for i, op in enumerate(ops):
+        node_type = op["op_name"]
+        if node_type == "DEPTHWISE_CONV_2D":
+            kernel = tensors[op["inputs"][1]]["shape"][1]
+            node_type = f"Convolution (NHWC, {precision}) {'DWConv' if kernel <= 5 else 'IGEMM'}"
+        elif node_type == "CONV_2D":
+            node_type = f"Convolution (NHWC, {precision}) IGEMM"
+        name = tensors[op["outputs"][0]]["name"]
+        avg = total_ms / len(ops)
+        print(f"\t{node_type:>32}\t{avg:9.3f}\t{avg:9.3f}\t{share:7.3f}%\t{share * (i + 1):7.3f}%\t"
+              f"{0.0:10.3f}\t{1:>14}\t[{name}]:{i}")
+    print("")
+    print("============================== Top by Computation Time ==============================")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

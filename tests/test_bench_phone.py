@@ -1,0 +1,356 @@
+"""Phone benchmark path end to end: the REAL adb client/server against an emulated device.
+
+The device (tests/adb_emulator.py) listens on a free loopback port; each test gets a private
+adb server (free ANDROID_ADB_SERVER_PORT, private HOME) killed at teardown. Device file system:
+a sandbox folder, shell commands path-mapped into it (no bubblewrap). Its "benchmark_model" is
+tests/data/fake_benchmark_model.py, which runs the pushed model with host LiteRT, so timings and
+--output_filepath bytes are real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from adb_emulator import EmulatedDevice
+from bench_tiny_model import build_tiny_tflite
+from mixdeploy.bench import phone
+from mixdeploy.bench.adb import Adb, CommandTimeout, parse_devices_output
+from mixdeploy.errors import DeviceError, MixdeployError
+
+ADB_CANDIDATES = ["/usr/bin/adb"]
+FAKE_TOOL = Path(__file__).parent / "data" / "fake_benchmark_model.py"
+RUN_DIRS = "data/local/tmp/mixdeploy"
+
+pytestmark = pytest.mark.skipif(not Path("/usr/bin/adb").exists(), reason="needs Debian's adb")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AdbLab:
+    """A private adb server plus emulated devices connected to it."""
+
+    def __init__(self, root: Path, adb_path: str):
+        self.root = root
+        home = root / "home"
+        home.mkdir()
+        self.env = dict(os.environ, ANDROID_ADB_SERVER_PORT=str(_free_port()), HOME=str(home))
+        self.env.pop("ANDROID_SERIAL", None)
+        self.adb_path = adb_path
+        self.adb = Adb(adb_path, env=self.env)
+        self.devices: list[EmulatedDevice] = []
+        self._pending: list[subprocess.Popen] = []
+        self.cmd("start-server", timeout=20)
+
+    def cmd(self, *args, timeout=20) -> subprocess.CompletedProcess:
+        return subprocess.run([self.adb_path, *args], env=self.env, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def add(self, name: str = "pixel", wait_state: str = "device", **kw) -> EmulatedDevice:
+        dev = EmulatedDevice(self.root / name, **kw)
+        self.devices.append(dev)
+        if kw.get("handshake", True):
+            self.cmd("connect", dev.address)
+        else:
+            # `adb connect` waits 10 s for a handshake that never comes; the server lists the
+            # device as offline meanwhile, which is all the test needs.
+            self._pending.append(subprocess.Popen([self.adb_path, "connect", dev.address], env=self.env,
+                                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                                  stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if any(d.serial == dev.address and d.state == wait_state for d in self.adb.devices()):
+                return dev
+            time.sleep(0.05)
+        raise AssertionError(f"{dev.address} never showed as {wait_state}: {self.cmd('devices').stdout}")
+
+    def close(self):
+        for proc in self._pending:
+            proc.kill()
+            proc.wait(timeout=10)
+        self.cmd("kill-server", timeout=20)
+        for dev in self.devices:
+            dev.close()
+
+
+@pytest.fixture
+def lab(tmp_path, monkeypatch):
+    monkeypatch.delenv("ANDROID_SERIAL", raising=False)
+    monkeypatch.delenv("MIXDEPLOY_BENCHMARK_MODEL", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "user-home"))    # no real ~/.config/mixdeploy
+    lab = AdbLab(tmp_path, ADB_CANDIDATES[0])
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return {"fp32": build_tiny_tflite(root / "tiny_fp32.tflite"),
+            "int8": build_tiny_tflite(root / "tiny_int8.tflite", int8=True)}
+
+
+@pytest.fixture(scope="module")
+def fake_tool(tmp_path_factory):
+    """The stand-in benchmark_model, with a shebang for this interpreter (it imports LiteRT)."""
+    path = tmp_path_factory.mktemp("tool") / "benchmark_model"
+    path.write_text(f"#!{sys.executable}\n" + FAKE_TOOL.read_text())
+    path.chmod(0o755)
+    return path
+
+
+def run_dirs(dev: EmulatedDevice) -> list[str]:
+    root = dev.host_path(RUN_DIRS)
+    return sorted(p.name for p in root.glob("run-*")) if root.exists() else []
+
+
+# --- discovery and selection ---------------------------------------------------------------------
+
+def test_devices_lists_the_emulated_phone_with_its_model(lab):
+    dev = lab.add("pixel", model="Pixel 7")
+    [info] = lab.adb.devices()
+    assert (info.serial, info.state, info.model) == (dev.address, "device", "Pixel_7")
+
+
+def test_select_by_model_substring_case_insensitive_among_two(lab):
+    pixel = lab.add("pixel", model="Pixel 7")
+    lab.add("galaxy", model="SM-S911B", product="dm1qxxx", device="dm1q",
+            props={"ro.board.platform": "kalama"})
+    assert [d.serial for d in lab.adb.select("pIxEl")] == [pixel.address]
+    assert len(lab.adb.select("all")) == 2
+    with pytest.raises(DeviceError, match=r"(?s)several devices are attached.*Pixel_7"):
+        lab.adb.select(None)
+    with pytest.raises(DeviceError, match=r"(?s)no attached device matches 'oneplus'.*SM.S911B"):
+        lab.adb.select("oneplus")
+
+
+def test_android_serial_picks_the_default_device(lab, monkeypatch):
+    lab.add("pixel")
+    galaxy = lab.add("galaxy", model="SM-S911B")
+    monkeypatch.setenv("ANDROID_SERIAL", galaxy.address)
+    assert [d.serial for d in lab.adb.select(None)] == [galaxy.address]
+
+
+# --- the full run ----------------------------------------------------------------------------------
+
+def test_full_run_push_cache_parse_profile_parity_cleanup(lab, models, fake_tool):
+    dev = lab.add("pixel", model="Pixel 7")
+    images = np.random.default_rng(1).standard_normal((3, 3, 16, 16)).astype(np.float32)
+    [first] = phone.bench_phone(models["fp32"], device="pixel", benchmark_binary=fake_tool,
+                                op_profile=True, parity_inputs=images, runs=5, warmup=1,
+                                timeout_s=60, adb=lab.adb)
+    # parsed from the real-format output of a real (host) run
+    assert first.benchmark.tool == "classic" and first.benchmark.inference.count == 5
+    assert 0 < first.benchmark.inference.min_ms <= first.benchmark.avg_ms <= first.benchmark.inference.max_ms
+    assert first.benchmark.overall_memory_mb == 9.5
+    # device state and pinning from the gs201 profile
+    assert (first.device.model, first.device.android_version, first.device.board_platform) == ("Pixel 7", "14", "gs201")
+    assert (first.device.battery_level, first.device.thermal_status) == (87, 0)
+    assert first.cpu_mask == "c0" and first.threads == 2
+    assert (dev.sandbox / "taskset.log").read_text().split() == ["c0"] * 4   # 1 bench + 3 parity
+    # the 7x7 depthwise is flagged (IGEMM), the 3x3 (DWConv) is not
+    assert [(s.kernel, s.layer.startswith("blocks.1.0.conv_dw")) for s in first.slow_depthwise] == [((7, 7), True)]
+    # parity: device outputs pulled and compared with host LiteRT on the same inputs
+    assert first.parity.count == 3 and first.parity.top1_agreement == 1.0
+    assert first.parity.cosine_min > 0.9999 and first.parity.max_abs_err < 1e-4
+    assert first.pushed == {fake_tool.name: True, models["fp32"].name: True}
+    assert not list(dev.host_path(RUN_DIRS).glob("run-*"))
+    cached = sorted(p.name for p in dev.host_path(RUN_DIRS + "/cache").iterdir())
+    assert len(cached) == 2 and not any(name.endswith(".part") for name in cached)
+
+    [second] = phone.bench_phone(models["fp32"], device=dev.address, benchmark_binary=fake_tool,
+                                 runs=3, warmup=1, timeout_s=60, adb=lab.adb)
+    assert second.pushed == {fake_tool.name: False, models["fp32"].name: False}
+    assert second.benchmark.inference.count == 3
+    assert not list(dev.host_path(RUN_DIRS).glob("run-*"))
+
+
+def test_int8_parity_feeds_quantized_bytes_and_dequantizes(lab, models, fake_tool):
+    dev = lab.add("phone", model="Phone X", props={"ro.board.platform": "unknown-soc"})
+    images = np.random.default_rng(2).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    [result] = phone.bench_phone(models["int8"], device="phone x", benchmark_binary=fake_tool,
+                                 parity_inputs=images, runs=2, warmup=1, timeout_s=60, adb=lab.adb)
+    assert result.parity.top1_agreement == 1.0 and result.parity.max_abs_err < 1e-6
+    # no profile for this SoC: unpinned, said so
+    assert result.cpu_mask is None and any("no device profile" in n for n in result.notes)
+    assert not (dev.sandbox / "taskset.log").exists()
+
+
+def test_int8_input_bytes_are_the_image_quantized_with_the_input_scale(models):
+    from ai_edge_litert.interpreter import Interpreter
+
+    details = Interpreter(model_path=str(models["int8"])).get_input_details()[0]
+    scale, zero_point = details["quantization"]
+    images = np.random.default_rng(3).uniform(-1.5, 1.5, (2, 3, 16, 16)).astype(np.float32)
+    tensors = phone.prepare_parity_inputs(images, details)
+    assert [t.shape for t in tensors] == [(1, 16, 16, 3)] * 2 and tensors[0].dtype == np.int8
+    for image, tensor in zip(images, tensors):
+        restored = (tensor[0].astype(np.float32) - zero_point) * scale     # NHWC
+        in_range = np.abs(image.transpose(1, 2, 0)) < 127 * scale - abs(zero_point) * scale
+        assert np.abs(restored - image.transpose(1, 2, 0))[in_range].max() <= scale / 2 + 1e-6
+
+
+def test_parity_inputs_with_the_wrong_shape_are_refused(lab, models, fake_tool):
+    dev = lab.add("pixel")
+    with pytest.raises(MixdeployError, match=r"N x 3 x 16 x 16"):
+        phone.bench_phone(models["fp32"], device="pixel", benchmark_binary=fake_tool,
+                          parity_inputs=np.zeros((1, 3, 8, 8), np.float32), runs=1, adb=lab.adb)
+    assert not list(dev.host_path(RUN_DIRS).glob("run-*"))
+
+
+# --- faults -----------------------------------------------------------------------------------------
+
+def test_no_device(lab, models, fake_tool):
+    with pytest.raises(DeviceError, match="no Android device is attached"):
+        phone.bench_phone(models["fp32"], device="pixel", benchmark_binary=fake_tool, adb=lab.adb)
+
+
+def test_unauthorized_device_is_explained(lab, models, fake_tool):
+    lab.add("locked", auth="reject", wait_state="unauthorized")
+    with pytest.raises(DeviceError, match=r"is unauthorized: unlock the phone and accept"):
+        phone.bench_phone(models["fp32"], device=None, benchmark_binary=fake_tool, adb=lab.adb)
+
+
+def test_offline_device_is_explained(lab, models, fake_tool):
+    dev = lab.add("mute", handshake=False, wait_state="offline")
+    with pytest.raises(DeviceError, match=rf"device {dev.address} is offline: .*re-plug"):
+        phone.bench_phone(models["fp32"], device=dev.address, benchmark_binary=fake_tool, adb=lab.adb)
+
+
+def test_nonzero_exit_shows_the_stderr_tail_and_cleans_up(lab, models, fake_tool):
+    dev = lab.add("pixel")
+    (dev.sandbox / "behaviour.json").write_text(json.dumps(
+        {"exit_code": 7, "stderr": "ERROR: Didn't find op for builtin opcode 'CONV_2D' version '6'\n"}))
+    with pytest.raises(DeviceError, match=r"(?s)exit code 7.*Didn't find op for builtin opcode"):
+        phone.bench_phone(models["fp32"], device="pixel", benchmark_binary=fake_tool, adb=lab.adb)
+    assert not list(dev.host_path(RUN_DIRS).glob("run-*"))
+
+
+def test_device_gone_mid_run(lab, models, fake_tool):
+    dev = lab.add("pixel", drop_on="--graph=")
+    (dev.sandbox / "behaviour.json").write_text(json.dumps({"sleep_s": 20}))
+    start = time.monotonic()
+    with pytest.raises(DeviceError, match=rf"device {dev.address} (is no longer attached|is now offline)"):
+        phone.bench_phone(models["fp32"], device="pixel", benchmark_binary=fake_tool,
+                          timeout_s=30, adb=lab.adb)
+    assert time.monotonic() - start < 15       # noticed the drop, did not wait for the timeout
+
+
+def test_command_timeout_kills_and_cleans_up(lab, models, fake_tool):
+    dev = lab.add("pixel")
+    (dev.sandbox / "behaviour.json").write_text(json.dumps({"sleep_s": 30}))
+    with pytest.raises(CommandTimeout, match=r"benchmark_model did not finish within 2 s .*killed"):
+        phone.bench_phone(models["fp32"], device="pixel", benchmark_binary=fake_tool,
+                          timeout_s=2, adb=lab.adb)
+    assert not list(dev.host_path(RUN_DIRS).glob("run-*"))
+    assert any(c.startswith("kill -9 $(cat /data/local/tmp/mixdeploy/run-") for c in dev.commands)
+    deadline = time.monotonic() + 5
+    while dev._procs and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not dev._procs                       # the stand-in process is dead, not orphaned
+
+
+# --- configuration errors (no device needed) ------------------------------------------------------
+
+def test_missing_benchmark_binary_says_where_to_get_it(tmp_path, monkeypatch, models):
+    monkeypatch.delenv("MIXDEPLOY_BENCHMARK_MODEL", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(MixdeployError, match="android_aarch64_benchmark_model"):
+        phone.resolve_benchmark_binary(None)
+    config = tmp_path / ".config" / "mixdeploy" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(f'benchmark_binary = "{models["fp32"]}"\n')
+    assert phone.resolve_benchmark_binary(None) == models["fp32"]
+    monkeypatch.setenv("MIXDEPLOY_BENCHMARK_MODEL", str(tmp_path / "nope"))
+    with pytest.raises(MixdeployError, match="from MIXDEPLOY_BENCHMARK_MODEL"):
+        phone.resolve_benchmark_binary(None)
+
+
+def test_adb_missing_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.delenv("MIXDEPLOY_ADB", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(MixdeployError, match=r"apt-get install -y adb"):
+        Adb()
+    monkeypatch.setenv("MIXDEPLOY_ADB", str(tmp_path / "adb"))
+    with pytest.raises(MixdeployError, match="MIXDEPLOY_ADB"):
+        Adb()
+
+
+def test_parse_devices_output_states():
+    text = ("List of devices attached\n"
+            "R58M123ABC             device usb:1-1 product:beyond1lte model:SM_G973F device:beyond1 transport_id:4\n"
+            "emulator-5554          offline transport_id:2\n"
+            "0123456789             no permissions (user in plugdev group; are your udev rules wrong?); see [http://developer.android.com/tools/device.html] usb:1-2 transport_id:5\n"
+            "ZY22ABCDEF             unauthorized usb:1-3 transport_id:6\n")
+    states = [(d.serial, d.state, d.model) for d in parse_devices_output(text)]
+    assert states == [("R58M123ABC", "device", "SM_G973F"), ("emulator-5554", "offline", None),
+                      ("0123456789", "no permissions", None), ("ZY22ABCDEF", "unauthorized", None)]
+
+
+# --- the CLI ------------------------------------------------------------------------------------------
+
+def test_cli_bench_on_the_emulated_phone_prints_json(lab, models, fake_tool, monkeypatch):
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    lab.add("pixel")
+    for key in ("ANDROID_ADB_SERVER_PORT", "HOME"):
+        monkeypatch.setenv(key, lab.env[key])
+    result = CliRunner().invoke(cli, ["bench", str(models["fp32"]), "--device", "pixel",
+                                      "--benchmark-binary", str(fake_tool), "--runs", "3",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    [entry] = payload["results"]
+    assert entry["device"]["model"] == "Pixel 7" and entry["benchmark"]["inference"]["count"] == 3
+
+    lab.devices[0].drop()
+    result = CliRunner().invoke(cli, ["bench", str(models["fp32"]), "--device", "pixel",
+                                      "--benchmark-binary", str(fake_tool)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "Error:" in result.output
+
+
+@pytest.mark.skipif(shutil.which("adb") is None, reason="adb not on PATH")
+def test_adbutils_bundled_adb_also_works(tmp_path, monkeypatch):
+    """The newer adb (36) bundled in the adbutils wheel talks to the same emulated device."""
+    adbutils = pytest.importorskip("adbutils")
+    bundled = Path(adbutils.__file__).parent / "binaries" / "adb"
+    if not os.access(bundled, os.X_OK):
+        pytest.skip("adbutils has no bundled adb here")
+    lab = AdbLab(tmp_path, str(bundled))
+    try:
+        dev = lab.add("pixel")
+        assert lab.adb.shell(dev.address, "getprop ro.product.model; exit 4").exit_code == 4
+        assert lab.adb.getprop(dev.address, "ro.product.model") == "Pixel 7"
+    finally:
+        lab.close()
+
+
+def test_ctrl_c_during_the_run_still_removes_the_run_folder(lab, models, fake_tool, monkeypatch):
+    dev = lab.add("pixel")
+
+    def interrupted(text):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(phone, "parse_benchmark_output", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        phone.bench_phone(models["fp32"], device="pixel", benchmark_binary=fake_tool, runs=1, adb=lab.adb)
+    assert any(c.startswith("rm -rf /data/local/tmp/mixdeploy/run-") for c in dev.commands)
+    assert not list(dev.host_path(RUN_DIRS).glob("run-*"))

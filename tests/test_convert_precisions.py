@@ -1,0 +1,103 @@
+"""Precision modes: full-integer int8 (int8 or float I/O), 16x8, fp16, dynamic range; progress; keep_float."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from mixdeploy.tflite.convert import convert_onnx
+from mixdeploy.tflite.inspect import inspect_tflite
+from test_convert_support import WORKDIR, ort_run, real_images, tflite_run, timm_onnx
+from test_inspect import mixconv_graph
+
+RNG = np.random.default_rng(3)
+
+
+def calibration(n=16, size=16):
+    return RNG.standard_normal((n, 3, size, size)).astype(np.float32)
+
+
+def wide_conv_graph(channels=48, size=16):
+    """A 1x1 conv with enough weights (> 1024) that dynamic-range quantization touches it."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = RNG.standard_normal((channels, 3, 3, 3)).astype(np.float32)
+    w2 = RNG.standard_normal((channels, channels, 1, 1)).astype(np.float32) / channels
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[1] * 4),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["y"], kernel_shape=[1, 1])]
+    return helper.make_model(helper.make_graph(
+        nodes, "wide", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, size, size])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(w2, "w2")]),
+        opset_imports=[helper.make_opsetid("", 17)])
+
+
+def cosine(a, b):
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    return float(np.mean(np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)))
+
+
+@pytest.mark.parametrize("io_dtype", ["int8", "float32"])
+def test_full_integer_int8(io_dtype):
+    model = mixconv_graph()
+    calls = []
+    out = WORKDIR / f"int8_{io_dtype}.tflite"
+    result = convert_onnx(model, out, precision="int8", calibration=calibration(), io_dtype=io_dtype,
+                          progress=lambda done, total: calls.append((done, total)))
+    inspection = inspect_tflite(out)
+    assert inspection.inputs[0]["dtype"] == io_dtype and inspection.outputs[0]["dtype"] == io_dtype
+    # every op runs in int8: with float I/O only the boundary QUANTIZE/DEQUANTIZE touch float
+    float_ops = {"QUANTIZE", "DEQUANTIZE"} if io_dtype == "float32" else set()
+    assert set(result.op_histogram) - float_ops == {"CONV_2D", "SPLIT", "DEPTHWISE_CONV_2D", "CONCATENATION"}
+    assert result.quantization["calibration_images"] == 16 and result.quantization["io_dtype"] == io_dtype
+    assert calls and calls[-1] == (16, 16) and [c[0] for c in calls] == sorted(c[0] for c in calls)
+    x = calibration(4)
+    assert cosine(tflite_run(out, x), ort_run(model, x)) > 0.99
+
+
+def test_int16x8():
+    model = mixconv_graph()
+    out = WORKDIR / "int16x8.tflite"
+    result = convert_onnx(model, out, precision="int16x8", calibration=calibration())
+    assert result.inputs[0]["dtype"] == "int16"
+    x = calibration(4)
+    assert cosine(tflite_run(out, x), ort_run(model, x)) > 0.9999
+
+
+@pytest.mark.parametrize("precision,min_cosine,weight_type", [("fp16", 0.99999, "FLOAT16"), ("dynamic", 0.999, "INT8")])
+def test_float_activation_modes(precision, min_cosine, weight_type):
+    model = wide_conv_graph()
+    out = WORKDIR / f"{precision}.tflite"
+    result = convert_onnx(model, out, precision=precision)
+    assert result.inputs[0]["dtype"] == "float32"
+    x = calibration(4)
+    assert cosine(tflite_run(out, x), ort_run(model, x)) > min_cosine
+    assert weight_type in inspect_tflite(out).tensor_dtypes   # weights are stored smaller
+
+
+def test_keep_float_keeps_named_node_in_float():
+    model = mixconv_graph()
+    out = WORKDIR / "keep.tflite"
+    result = convert_onnx(model, out, precision="int8", calibration=calibration(), io_dtype="float32",
+                          keep_float=["dw7"])
+    inspection = inspect_tflite(out)
+    # the 7x7 depthwise runs in float: its weights stay FLOAT32 and DEQUANTIZE/QUANTIZE surround it
+    assert "FLOAT32" in inspection.tensor_dtypes
+    assert result.op_histogram.get("DEQUANTIZE", 0) >= 1
+    assert any("dw7" in note for note in result.notes)
+
+
+def test_int8_mixnet_runs_in_litert():
+    """A whole (random-init) MixNet-S: full-integer with int8 I/O, runs, outputs finite numbers."""
+    model = onnx.load(str(timm_onnx("mixnet_s")))
+    out = WORKDIR / "mixnet_s_int8.tflite"
+    images = real_images(64, 4)
+    result = convert_onnx(model, out, precision="int8", calibration=images)
+    inspection = inspect_tflite(out)
+    assert inspection.inputs[0]["dtype"] == "int8" and inspection.outputs[0]["dtype"] == "int8"
+    assert set(inspection.tensor_dtypes) <= {"INT8", "INT32"}
+    assert inspection.transpose_count == 0
+    logits = tflite_run(out, images[:2])
+    assert np.all(np.isfinite(logits)) and logits.shape == (2, 1000)

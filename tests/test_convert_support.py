@@ -1,0 +1,102 @@
+"""Shared helpers for the converter tests (no tests here).
+
+Models are exported once per process (lru_cache) at 64x64 to keep the suite fast; the
+reference for every conversion is onnxruntime on the same ONNX file.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+WORKDIR = Path(tempfile.mkdtemp(prefix="mixdeploy-convert-tests-"))
+SIZE = 64
+
+
+@functools.lru_cache(maxsize=None)
+def timm_onnx(name: str, size: int = SIZE, num_classes: int = 1000) -> Path:
+    """A timm model exported the way users do it: TorchScript exporter, opset 17, onnxsim."""
+    import onnxsim
+    import torch
+    from timm_oracle import timm
+
+    torch.manual_seed(0)
+    module = timm.create_model(name, num_classes=num_classes).eval()
+    path = WORKDIR / f"{name}_{size}.onnx"
+    with torch.no_grad():
+        torch.onnx.export(module, torch.zeros(1, 3, size, size), str(path), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["logits"])
+    simplified, ok = onnxsim.simplify(onnx.load(str(path)))
+    assert ok
+    onnx.save(simplified, str(path))
+    return path
+
+
+def ort_run(model: onnx.ModelProto | Path, x_nchw: np.ndarray) -> np.ndarray:
+    source = str(model) if isinstance(model, Path) else model.SerializeToString()
+    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[None]})[0] for x in x_nchw])
+
+
+def tflite_run(path, x: np.ndarray, layout: str = "nhwc") -> np.ndarray:
+    """Run a .tflite one image at a time on NCHW float input; (de)quantizes int I/O."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    inp = interpreter.get_input_details()[0]
+    out = interpreter.get_output_details()[0]
+    results = []
+    for image in x:
+        sample = np.transpose(image, (1, 2, 0)) if layout == "nhwc" and image.ndim == 3 else image
+        sample = sample[None].astype(np.float32)
+        if inp["dtype"] != np.float32:
+            scale, zero = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            sample = np.clip(np.round(sample / scale + zero), info.min, info.max).astype(inp["dtype"])
+        interpreter.set_tensor(inp["index"], sample)
+        interpreter.invoke()
+        result = interpreter.get_tensor(out["index"])
+        if out["dtype"] != np.float32:
+            scale, zero = out["quantization"]
+            result = (result.astype(np.float32) - zero) * scale
+        if result.ndim == 4 and layout == "nhwc":
+            result = np.transpose(result, (0, 3, 1, 2))   # 4-D outputs come back NHWC
+        results.append(result)
+    return np.concatenate(results)
+
+
+def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.abs(actual - expected).max() / np.abs(expected).max())
+
+
+def real_images(size: int = SIZE, count: int = 2) -> np.ndarray:
+    """Natural photos from scikit-image, ImageNet-normalized NCHW (random inputs hide layout bugs less well)."""
+    from PIL import Image
+    from skimage import data
+
+    mean = np.array([0.485, 0.456, 0.406], np.float32).reshape(3, 1, 1)
+    std = np.array([0.229, 0.224, 0.225], np.float32).reshape(3, 1, 1)
+    photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()][:count]
+    out = []
+    for photo in photos:
+        resized = np.asarray(Image.fromarray(photo).resize((size, size), Image.BICUBIC), np.float32) / 255
+        out.append((resized.transpose(2, 0, 1) - mean) / std)
+    return np.stack(out).astype(np.float32)
+
+
+def onnx_ops(model: onnx.ModelProto) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def conv_attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}

@@ -1,0 +1,98 @@
+"""The decompose tiling, the `auto` policy (single-layer LiteRT timing + cache), and the
+TF translation the policy times (checked against onnxruntime on the same ONNX graph)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mixdeploy.onnx import policy
+from mixdeploy.onnx.lowering import LOWERINGS, kernel_tiles, split_extent
+from mixdeploy.onnx.passes.recognize_mixconv import MixConvSpec
+from mixdeploy.onnx.rewrite import rewrite
+from test_rewrite_helpers import GraphBuilder, assert_same_function, rel_err, run_ort
+
+
+@pytest.mark.parametrize("k", range(1, 16))
+def test_tiles_cover_every_tap_once_with_fast_pieces(k):
+    cover = np.zeros((k, k), int)
+    for r0, r1, c0, c1 in kernel_tiles((k, k)):
+        assert 0 < r1 - r0 <= 5 and 0 < c1 - c0 <= 5
+        cover[r0:r1, c0:c1] += 1
+    assert (cover == 1).all()
+
+
+def test_fewest_pieces():
+    assert [len(kernel_tiles((k, k))) for k in (3, 5, 7, 9, 11)] == [1, 1, 4, 4, 9]
+    assert split_extent(9) == [(0, 5), (5, 9)]
+
+
+def spec(channels=(8, 8), kernels=(3, 9), stride=1, hw=10):
+    return MixConvSpec(name="layer", channels=list(channels), kernels=[[k, k] for k in kernels],
+                       strides=[stride, stride], pads=[[k // 2] * 4 for k in kernels], dilations=[1, 1],
+                       input_hw=[hw, hw], output_hw=None)
+
+
+@pytest.mark.parametrize("lowering", LOWERINGS)
+def test_tf_translation_and_tflite_match_onnxruntime(lowering):
+    from ai_edge_litert.interpreter import Interpreter
+
+    layer = policy.mixconv_layer_model(spec(kernels=(3, 7), stride=2))
+    lowered, _ = policy.lower_single_layer(layer, lowering)
+    x = np.random.default_rng(0).standard_normal((1, 16, 10, 10)).astype(np.float32)
+    ref = run_ort(layer, x)
+    tf_out = policy.onnx_layer_to_tf(lowered)(x.transpose(0, 2, 3, 1)).numpy().transpose(0, 3, 1, 2)
+    assert rel_err(ref, tf_out) < 1e-5
+    interp = Interpreter(model_content=policy.tflite_from_onnx_layer(lowered, "fp32"), num_threads=1)
+    interp.allocate_tensors()
+    interp.set_tensor(interp.get_input_details()[0]["index"], x.transpose(0, 2, 3, 1))
+    interp.invoke()
+    got = interp.get_tensor(interp.get_output_details()[0]["index"]).transpose(0, 3, 1, 2)
+    assert rel_err(ref, got) < 1e-5
+
+
+def test_measure_layer_times_each_distinct_candidate():
+    timings = policy.measure_layer(spec(kernels=(3, 5)), "fp32", rounds=3)
+    # decompose/pad_decompose of a 3/5 layer are not distinct graphs: not measured
+    assert set(timings) == {"split", "pad"} and all(t > 0 for t in timings.values())
+
+
+def test_pick_fastest_prefers_simpler_lowering_within_noise():
+    assert policy.pick_fastest({"split": 1.02, "pad": 1.0}) == "split"
+    assert policy.pick_fastest({"split": 2.0, "pad": 1.9, "decompose": 1.0}) == "decompose"
+
+
+def test_auto_caches_per_runtime_and_signature(tmp_path, monkeypatch):
+    monkeypatch.setenv("MIXDEPLOY_CACHE_DIR", str(tmp_path))
+    calls = []
+
+    def fake_measure(s, precision, candidates):
+        calls.append((s.signature, precision))
+        return {"split": 2.0, "decompose": 1.0} if max(k[0] for k in s.kernels) > 5 else {"split": 1.0, "pad": 3.0}
+
+    monkeypatch.setattr(policy, "measure_layer", fake_measure)
+    specs = [spec(kernels=(3, 9)), spec(kernels=(3, 9)), spec(kernels=(3, 5))]
+    progress = []
+    choices = policy.choose_lowerings(specs, "int8", progress=lambda *a: progress.append(a))
+    assert len(calls) == 2 and {p for _, p in calls} == {"int8"}
+    assert choices == {specs[0].signature: "decompose", specs[2].signature: "split"}
+    assert progress[-1][:2] == (2, 2)
+    cache_file = tmp_path / "lowering" / f"{policy.runtime_id('int8')}.json"
+    assert json.loads(cache_file.read_text())[specs[0].signature]["choice"] == "decompose"
+    assert policy.choose_lowerings(specs, "int8") == choices and len(calls) == 2  # cache hit: no measuring
+    policy.choose_lowerings(specs, "fp32")
+    assert len(calls) == 4  # another runtime id measures again
+
+
+def test_rewrite_auto_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("MIXDEPLOY_CACHE_DIR", str(tmp_path))
+    g = GraphBuilder(channels=16, hw=10)
+    model = g.model(g.mixconv("x", [8, 8], [3, 9]))
+    seen = []
+    result = rewrite(model, lowering="auto", progress=lambda done, total, name: seen.append((done, total)))
+    assert seen[-1] == (1, 1)
+    assert set(result.report.lowering_choices.values()) <= set(LOWERINGS)
+    x = np.random.default_rng(0).standard_normal((1, 16, 10, 10)).astype(np.float32)
+    assert_same_function(model, result.model, [x])
