@@ -182,7 +182,7 @@ def render_markdown(report: dict) -> str:
     lines += [f"## Accuracy: Fashion-MNIST test, {acc['images']} images at {acc['input_size']}px", "",
               "| model | top-1 | top-1 agreement with PyTorch | logit cosine |", "|---|---|---|---|"]
     for name, m in acc["rows"].items():
-        lines.append(f"| {name} | {m['top1']:.2%} | {m.get('top1_agreement', 1.0):.2%} | {m.get('cosine', 1.0):.4f} |")
+        lines.append(f"| {name} | {m['top1']:.2%} | {m.get('top1_agreement', 1.0):.2%} | {m.get('mean_cosine', 1.0):.4f} |")
     speed = report["speed"]
     lines += ["", "## Speed at 224x224 (host CPU, LiteRT + XNNPACK; median ms, ratio to mixdeploy int8)", "",
               "| model | convert s | file MB | ops | 1 thread ms | 2 threads ms | 1-thread ratio |",

@@ -35,6 +35,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from mixdeploy.errors import MixdeployError
 
 CONV_LINEAR_OPS = ("Conv", "Gemm", "MatMul")
+# Top-level module names whose dotted paths, used as ONNX node names, attribute a node to a stage.
+KNOWN_TOP_MODULES = {"conv_stem", "bn1", "blocks", "conv_head", "bn2", "global_pool", "classifier",
+                     "features", "layers", "stages", "stem", "head", "fc"}
 
 # aten op -> ONNX-style op type, for ops counted as one op per output element.
 _ATEN_ELEMENTWISE = {
@@ -77,25 +80,32 @@ class MacReport:
                 "by_stage": self.by_stage, "by_op_type": self.by_op_type, "convention": self.convention}
 
 
-def stage_of(scopes: list[str]) -> str:
-    """Module path components ['blocks', 'blocks.2', 'blocks.2.0', ...] -> the stage it belongs to.
+STEM_MODULES, HEAD_MODULES = {"conv_stem", "bn1"}, {"conv_head", "bn2", "global_pool"}
+STAGE_CONTAINERS = {"blocks", "features", "layers", "stages"}  # children of these are the stages
 
-    MixNet/EfficientNet: stem (conv_stem, bn1), blocks.0..N, head (conv_head, bn2, pool), classifier.
-    Anything else: its top-level child name (e.g. layer1 of a ResNet).
+
+def stage_of(scopes: list[str]) -> str:
+    """The stage a module path belongs to.
+
+    `scopes` is a module path as exporters write it: ['blocks.2.0.conv_dw'],
+    ['blocks', 'blocks.2', 'blocks.2.0', 'conv_pw'] or ['conv_stem'].
+    MixNet/EfficientNet: stem (conv_stem, bn1), blocks.0..N, head (conv_head, bn2, pool),
+    classifier; anything else: its top-level child (e.g. layer1 of a ResNet).
     """
     scopes = [s for s in scopes if s]
     if not scopes:
         return "other"
-    top = scopes[0].split(".")[0]
-    if top in ("conv_stem", "bn1"):
+    first = scopes[0]
+    if "." not in first and len(scopes) > 1 and scopes[1].startswith(first + "."):
+        first = scopes[1]  # ['blocks', 'blocks.2', ...]: the second scope carries the index
+    parts = first.split(".")
+    if parts[0] in STEM_MODULES:
         return "stem"
-    if top in ("conv_head", "bn2", "global_pool"):
+    if parts[0] in HEAD_MODULES:
         return "head"
-    if top in ("blocks", "features", "layers", "stages") and len(scopes[0].split(".")) == 1 and len(scopes) > 1:
-        return scopes[1] if scopes[1].startswith(top + ".") else f"{top}.{scopes[1]}"
-    if top in ("blocks", "features", "layers", "stages") and len(scopes[0].split(".")) > 1:
-        return ".".join(scopes[0].split(".")[:2])
-    return top
+    if parts[0] in STAGE_CONTAINERS and len(parts) > 1:
+        return f"{parts[0]}.{parts[1]}"
+    return parts[0]
 
 
 def _sorted_stages(counter: Counter) -> dict[str, int]:
@@ -143,24 +153,25 @@ def _aten_cost(name: str, args, out) -> tuple[str, int]:
 
 
 def _stage_hooks(module: nn.Module, counter: _OpCounter) -> list:
-    """Pre/post hooks that keep `counter.stage` on the stage of the module now running."""
+    """Pre/post hooks that keep `counter.stage` on the stage of the module now running:
+    every top-level child, and the children of stage containers (blocks.0, blocks.1, ...)."""
     handles, stack = [], []
-    for qualname, sub in module.named_modules():
-        parts = qualname.split(".")
-        if not qualname or len(parts) > 2:
-            continue
-        stage = stage_of([parts[0], qualname] if len(parts) == 2 else [qualname])
-        if len(parts) == 2 and stage != qualname:
-            continue  # only the blocks.N level refines the top-level stage
 
-        def pre(_m, _i, stage=stage):
+    def enter(stage):
+        def pre(_m, _i):
             stack.append(counter.stage)
             counter.stage = stage
+        return pre
 
-        def post(_m, _i, _o):
-            counter.stage = stack.pop()
+    def leave(_m, _i, _o):
+        counter.stage = stack.pop()
 
-        handles += [sub.register_forward_pre_hook(pre), sub.register_forward_hook(post)]
+    for qualname, sub in module.named_modules():
+        parts = qualname.split(".")
+        is_stage = len(parts) == 1 or (len(parts) == 2 and parts[0] in STAGE_CONTAINERS)
+        if qualname and is_stage:
+            handles += [sub.register_forward_pre_hook(enter(stage_of([qualname]))),
+                        sub.register_forward_hook(leave)]
     return handles
 
 
@@ -330,8 +341,11 @@ def _onnx_scopes(node) -> list[str]:
                 return [s for s in ast.literal_eval(prop.value)[:-1] if s]
             except (ValueError, SyntaxError):
                 break
-    if node.name.startswith("/"):
+    if node.name.startswith("/"):  # TorchScript exporter: /blocks/blocks.2/blocks.2.0/conv_pw/Conv
         return [s for s in node.name.split("/")[1:-1] if s]
+    path = node.name.split("/")[0]  # mixdeploy's export renames nodes to module paths: blocks.2.0.conv_dw.1
+    if path.split(".")[0] in KNOWN_TOP_MODULES:
+        return [path]
     return []
 
 

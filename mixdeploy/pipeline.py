@@ -113,7 +113,11 @@ def _export_into(staging: Path, options: ExportOptions, progress: Progress, warn
     manifest["stages"]["export"] = _as_dict(exported)
 
     progress(f"rewrite ({options.lowering})", 0, 1)
-    rewritten = rewrite(onnx.load(staged["onnx"]), lowering=options.lowering)
+    # `auto` measures each MixConv lowering on the runtime that will run it: int8 and fp32
+    # kernels rank the lowerings differently, and the int8 model is the one users ship.
+    runtime = "int8" if "int8" in options.precisions else "fp32"
+    rewritten = rewrite(onnx.load(staged["onnx"]), lowering=options.lowering, runtime=runtime,
+                        progress=lambda done, total, layer: progress(f"rewrite ({options.lowering})", done, total))
     opt_path = staging / "model.opt.onnx"
     onnx.save(rewritten.model, opt_path)
     staged["onnx_opt"] = opt_path

@@ -294,10 +294,13 @@ class _Stream:
 
     def _pump(self, pipe, packet_id: int, v2: bool) -> None:
         root = str(self.device.sandbox).encode()
-        for chunk in iter(lambda: pipe.read1(65536), b""):
-            chunk = chunk.replace(root, b"")          # show device paths, not sandbox paths
-            with self.write_lock:
-                self.write(struct.pack("<BI", packet_id, len(chunk)) + chunk if v2 else chunk)
+        try:
+            for chunk in iter(lambda: pipe.read1(65536), b""):
+                chunk = chunk.replace(root, b"")          # show device paths, not sandbox paths
+                with self.write_lock:
+                    self.write(struct.pack("<BI", packet_id, len(chunk)) + chunk if v2 else chunk)
+        except (ConnectionError, OSError, ValueError):
+            pass                                          # host closed the stream / device dropped
 
     def _drain_stdin(self) -> None:
         try:

@@ -95,3 +95,45 @@ def test_cli_host_bench_json_and_plot(tiny, tiny_int8, tmp_path):
     assert plot.stat().st_size > 0
     bad = CliRunner().invoke(cli, ["bench", str(tiny), "--threads", "0"])
     assert bad.exit_code == 2 and "comma-separated" in bad.output
+    misplaced = CliRunner().invoke(cli, ["bench", str(tiny), "--op-profile"])
+    assert misplaced.exit_code == 2 and "--op-profile only applies to a phone" in misplaced.output
+
+
+def _load_host_latency_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "host_latency.py"
+    spec = importlib.util.spec_from_file_location("host_latency", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_host_latency_script_on_exported_folders(tiny, tiny_int8, tmp_path, capsys):
+    """benchmarks/host_latency.py reuses exported folders and prints ratios (tiny stand-ins)."""
+    import json
+    import shutil
+
+    script = _load_host_latency_script()
+    folder = tmp_path / "out" / "tiny-16"
+    folder.mkdir(parents=True)
+    shutil.copy(tiny, folder / "model_fp32.tflite")
+    shutil.copy(tiny_int8, folder / "model_int8.tflite")
+    (folder / "manifest.json").write_text(json.dumps({"model": {"name": "tiny", "macs": 117_000}}))
+    assert script.main(["--models", "tiny", "--input-size", "16", "--runs", "3", "--warmup", "1",
+                        "--out", str(tmp_path / "out"), "--json", str(tmp_path / "r.json")]) == 0
+    numbers = json.loads((tmp_path / "r.json").read_text())["results"]["tiny"]
+    assert numbers["macs"] == 117_000 and numbers["by_threads"]["1"]["int8"] > 0
+    assert "int8 speed-up" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_host_latency_script_exports_mixnet_s_at_64px(tmp_path):
+    script = _load_host_latency_script()
+    assert script.main(["--models", "mixnet-s", "--input-size", "64", "--runs", "2", "--warmup", "1",
+                        "--calib-count", "4", "--out", str(tmp_path), "--json", str(tmp_path / "r.json")]) == 0
+    import json
+    facts = json.loads((tmp_path / "r.json").read_text())["results"]["mixnet-s"]
+    # MixNet-S is ~256M MACs at 224: at 64 px about (64/224)^2 of that
+    assert 15e6 < facts["macs"] < 30e6

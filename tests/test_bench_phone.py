@@ -354,3 +354,64 @@ def test_ctrl_c_during_the_run_still_removes_the_run_folder(lab, models, fake_to
         phone.bench_phone(models["fp32"], device="pixel", benchmark_binary=fake_tool, runs=1, adb=lab.adb)
     assert any(c.startswith("rm -rf /data/local/tmp/mixdeploy/run-") for c in dev.commands)
     assert not list(dev.host_path(RUN_DIRS).glob("run-*"))
+
+
+def test_input_file_flags_escape_colons_like_benchmark_model():
+    # Upstream's own cases (benchmark_tflite_model_test.cc, SplitInputLayerNameAndValueFile):
+    # "input::0:/tmp/path" is input "input:0" and file "/tmp/path".
+    flags = phone.input_file_flags({"name": "serving_default_input:0", "shape": np.array([1, 224, 224, 3])},
+                                   "/data/local/tmp/x.bin")
+    assert flags == ["--input_layer=serving_default_input:0", "--input_layer_shape=1,224,224,3",
+                     "--input_layer_value_files=serving_default_input::0:/data/local/tmp/x.bin"]
+    assert phone.input_file_flags({"name": "input:0", "shape": [1]}, "/tmp/path")[-1].endswith("=input::0:/tmp/path")
+
+
+@pytest.mark.slow
+def test_real_mixnet_s_export_through_the_emulated_phone(lab, fake_tool, tmp_path):
+    """A real MixNet-S int8 export (64 px): serving_default_input:0 name, MixNet layer mapping."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "host_latency", Path(__file__).parents[1] / "benchmarks" / "host_latency.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    folder = script.export_if_needed("mixnet-s", tmp_path / "mixnet-s", 64, 4, "split")
+    lab.add("pixel")
+    images = np.random.default_rng(4).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    [result] = phone.bench_phone(folder / "model_int8.tflite", device="pixel", benchmark_binary=fake_tool,
+                                 op_profile=True, parity_inputs=images, runs=2, warmup=1, timeout_s=120,
+                                 adb=lab.adb)
+    assert result.parity.top1_agreement == 1.0
+    slow = {(s.layer, s.kernel) for s in result.slow_depthwise}
+    assert ("blocks.4.1.conv_dw.3", (9, 9)) in slow
+    assert all(k[0] > 5 for _, k in slow)
+
+
+def test_cli_human_output_with_op_profile_and_fashion_mnist_parity(lab, models, fake_tool, monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    lab.add("pixel")
+    lab.add("galaxy", model="SM-S911B", props={"ro.board.platform": "kalama", "ro.soc.model": "SM8550"})
+    for key in ("ANDROID_ADB_SERVER_PORT", "HOME"):
+        monkeypatch.setenv(key, lab.env[key])
+    result = CliRunner().invoke(cli, ["bench", str(models["fp32"]), "--device", "all", "--json"])
+    assert result.exit_code == 2 and "--benchmark-binary" in result.output     # no tool configured
+    result = CliRunner().invoke(cli, ["bench", str(models["fp32"]), "--device", "all", "--json",
+                                      "--benchmark-binary", str(fake_tool), "--runs", "2"])
+    per_device = sorted((r["device"]["soc"], r["cpu_mask"]) for r in json.loads(result.stdout)["results"])
+    assert per_device == [("GS201", "c0"), ("SM8550", "f8")]       # each phone pinned by its profile
+    result = CliRunner().invoke(cli, ["bench", str(models["fp32"]), "--device", "all", "--benchmark-binary",
+                                      str(fake_tool), "--runs", "2", "--op-profile", "--parity",
+                                      "--parity-data", "fashion-mnist", "--parity-count", "3"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "Pixel 7 (" in out and "SM-S911B (" in out
+    assert "[Relu;conv_stem]:0" in out                 # profile names printed, not eaten as markup
+    assert out.count("on-device parity vs host LiteRT (3 inputs): top-1 agreement 1.000") == 2
+    assert "slow depthwise" in out and "7x7 ran as Convolution (NHWC, F32) IGEMM" in out
+    np.save(tmp_path / "bad.npy", np.zeros((2, 16, 16), np.float32))
+    bad = CliRunner().invoke(cli, ["bench", str(models["fp32"]), "--device", "pixel", "--benchmark-binary",
+                                   str(fake_tool), "--parity", "--parity-data", str(tmp_path / "bad.npy")])
+    assert bad.exit_code == 2 and "N x C x H x W float32" in bad.output

@@ -64,6 +64,15 @@ def test_timm_export_converts_exactly_and_without_transposes(name):
     assert result.outputs[0]["shape"] == [1, 1000]
 
 
+def test_unsimplified_tf_same_export_folds_its_shape_arithmetic():
+    """Without onnxsim, timm's TF-"same" padding computes pads from Shape at run time; shapes are
+    static here, so that arithmetic folds and every runtime Pad ends up inside a SAME conv."""
+    model = onnx.load(str(timm_onnx("tf_mixnet_s", simplify=False)))
+    assert {"Shape", "Gather", "ConstantOfShape", "Pad"} <= set(onnx_ops(model))
+    result, inspection = convert_and_compare(model, "tf_mixnet_s_raw")
+    assert inspection.transpose_count == 0 and "PAD" not in result.op_histogram
+
+
 def test_nchw_input_layout_adds_exactly_one_transpose():
     model = onnx.load(str(timm_onnx("mixnet_s")))
     out = WORKDIR / "mixnet_s_nchw.tflite"
@@ -101,3 +110,30 @@ def test_rewritten_graph_converts_exactly(name, lowering):
     assert result.op_histogram.get("SPLIT", 0) + result.op_histogram.get("SPLIT_V", 0) == ops.get("Split", 0)
     # a lowering's explicit Pad nodes stay PADs; convs add PADs only for stride-2 symmetric pads
     assert result.op_histogram.get("PAD", 0) <= ops.get("Pad", 0) + stride2_convs(rewritten)
+
+
+HAS_OURS = importlib.util.find_spec("mixdeploy.models") is not None and HAS_REWRITE
+
+
+@pytest.mark.skipif(not HAS_OURS, reason="mixdeploy.models / mixdeploy.onnx not available yet")
+@pytest.mark.parametrize("name,lowering", [
+    ("mixnet-s", "auto"),
+    pytest.param("tf-mixnet-s", "split", marks=pytest.mark.slow),
+    pytest.param("mixnet-m", "auto", marks=pytest.mark.slow),
+    pytest.param("mixnet-l", "auto", marks=pytest.mark.slow),
+])
+def test_our_models_through_the_whole_pipeline(name, lowering):
+    """mixdeploy's own MixNets: export_onnx -> rewrite -> convert, equal to onnxruntime on the export."""
+    from mixdeploy.models import load_model
+    from mixdeploy.onnx.export import export_onnx
+    from mixdeploy.onnx.rewrite import rewrite
+
+    loaded = load_model(name)
+    exported = onnx.load(str(export_onnx(loaded.module, SIZE, WORKDIR / f"ours_{name}.onnx").path))
+    rewritten = rewrite(exported, lowering=lowering).model
+    result, inspection = convert_and_compare(rewritten, f"ours_{name}_{lowering}", reference=exported)
+    assert inspection.transpose_count == 0
+    assert inspection.grouped_convs   # MixNet's a1.1/p1.1 grouped 1x1 convs survive as grouped CONV_2D
+    large = [n for n in rewritten.graph.node if n.op_type == "Conv" and conv_attrs(n).get("group", 1) > 1
+             and max(conv_attrs(n)["kernel_shape"]) > 5]
+    assert len(inspection.large_depthwise) == len(large)

@@ -155,3 +155,12 @@ def test_reshape_squeeze_unsqueeze_after_pooling():
 def test_max_pool():
     node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2])
     assert elementwise([node], name="maxpool") == {"MAX_POOL_2D": 1}
+
+
+def test_variadic_max_and_rounding_ops():
+    inits = [("a", RNG.standard_normal((4, 1, 1)).astype(np.float32)), ("b", np.float32(0.5))]
+    nodes = [helper.make_node("Max", ["x", "a", "b"], ["m"]),
+             helper.make_node("Floor", ["m"], ["f"]),
+             helper.make_node("Neg", ["f"], ["y"])]
+    hist = elementwise(nodes, inits, name="max3")
+    assert "TRANSPOSE" not in hist

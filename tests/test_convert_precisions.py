@@ -101,3 +101,15 @@ def test_int8_mixnet_runs_in_litert():
     assert inspection.transpose_count == 0
     logits = tflite_run(out, images[:2])
     assert np.all(np.isfinite(logits)) and logits.shape == (2, 1000)
+
+
+def test_int8_grouped_conv_stays_one_op_and_runs():
+    from test_convert_ops import conv_model
+
+    model = conv_model(group=2, cin=16, cout=16, k=1, pads=[0, 0, 0, 0])
+    out = WORKDIR / "grouped_int8.tflite"
+    result = convert_onnx(model, out, precision="int8", calibration=RNG.standard_normal((16, 16, 12, 12)).astype(np.float32))
+    assert result.op_histogram == {"CONV_2D": 1}
+    assert inspect_tflite(out).grouped_convs[0]["groups"] == 2
+    x = RNG.standard_normal((4, 16, 12, 12)).astype(np.float32)
+    assert cosine(tflite_run(out, x), ort_run(model, x)) > 0.999

@@ -19,21 +19,22 @@ SIZE = 64
 
 
 @functools.lru_cache(maxsize=None)
-def timm_onnx(name: str, size: int = SIZE, num_classes: int = 1000) -> Path:
-    """A timm model exported the way users do it: TorchScript exporter, opset 17, onnxsim."""
+def timm_onnx(name: str, size: int = SIZE, num_classes: int = 1000, simplify: bool = True) -> Path:
+    """A timm model exported the way users do it: TorchScript exporter, opset 17, onnxsim (optional)."""
     import onnxsim
     import torch
     from timm_oracle import timm
 
     torch.manual_seed(0)
     module = timm.create_model(name, num_classes=num_classes).eval()
-    path = WORKDIR / f"{name}_{size}.onnx"
+    path = WORKDIR / f"{name}_{size}{'' if simplify else '_raw'}.onnx"
     with torch.no_grad():
         torch.onnx.export(module, torch.zeros(1, 3, size, size), str(path), dynamo=False, opset_version=17,
                           input_names=["input"], output_names=["logits"])
-    simplified, ok = onnxsim.simplify(onnx.load(str(path)))
-    assert ok
-    onnx.save(simplified, str(path))
+    if simplify:
+        simplified, ok = onnxsim.simplify(onnx.load(str(path)))
+        assert ok
+        onnx.save(simplified, str(path))
     return path
 
 

@@ -1,12 +1,15 @@
 """MixConv2d against independent references: timm's MixedConv2d, plain convs, the paper, onnxruntime."""
 
+import io
+import warnings
+
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
-from timm_oracle import timm
+from timm_oracle import timm  # noqa: F401  (patched import; makes timm.layers importable)
 from timm.layers.mixed_conv2d import MixedConv2d, _split_channels
 from torch import nn
 
@@ -170,9 +173,30 @@ def test_onnx_export_is_split_conv_concat_and_matches_onnxruntime(padding):
     ops = [n.op_type for n in model.graph.node if n.op_type not in ("Constant", "Identity")]
     # At a static input size the exporter folds TF 'same' padding into the Conv pads.
     assert ops == ["Split", "Conv", "Conv", "Conv", "Concat"]
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    _assert_onnxruntime_matches(model.SerializeToString(), conv, x)
+
+
+@pytest.mark.parametrize("size", [16, 17])
+def test_torchscript_export_of_same_padding_matches_onnxruntime(size):
+    """The TorchScript exporter traces the run-time padding arithmetic (sizes become tensors,
+    ONNX integer Div truncates): odd and even sizes must both come out right."""
+    conv = MixConv2d(12, kernel_sizes=[3, 5, 7], stride=2, padding="same").eval()
+    x = torch.randn(1, 12, size, size)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(conv, (x,), buf, opset_version=17, dynamo=False)
+    ops = [n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node]
+    assert ops.count("Conv") == 3 and ops.count("Pad") == 3 and "Split" in ops
+    _assert_onnxruntime_matches(buf.getvalue(), conv, x)
+
+
+def _assert_onnxruntime_matches(model_bytes: bytes, module: nn.Module, x: torch.Tensor):
+    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-    np.testing.assert_allclose(got, conv(x).detach().numpy(), rtol=1e-5, atol=1e-5)
+    expected = module(x).detach().numpy()
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------- replacing depthwise convs

@@ -9,24 +9,28 @@ import numpy as np
 import pytest
 
 from mixdeploy.onnx import policy
-from mixdeploy.onnx.lowering import LOWERINGS, kernel_tiles, split_extent
+from mixdeploy.onnx.lowering import LOWERINGS, MAX_FAST_TAPS, grid_tiles, kernel_tiles, tiling_cost
 from mixdeploy.onnx.passes.recognize_mixconv import MixConvSpec
 from mixdeploy.onnx.rewrite import rewrite
 from test_rewrite_helpers import GraphBuilder, assert_same_function, rel_err, run_ort
 
 
-@pytest.mark.parametrize("k", range(1, 16))
-def test_tiles_cover_every_tap_once_with_fast_pieces(k):
-    cover = np.zeros((k, k), int)
-    for r0, r1, c0, c1 in kernel_tiles((k, k)):
-        assert 0 < r1 - r0 <= 5 and 0 < c1 - c0 <= 5
+@pytest.mark.parametrize("kernel", [(k, k) for k in range(1, 16)] + [(3, 9), (9, 3), (1, 31), (7, 5)])
+@pytest.mark.parametrize("tiler", [kernel_tiles, grid_tiles])
+def test_tiles_cover_every_tap_once_with_fast_pieces(kernel, tiler):
+    cover = np.zeros(kernel, int)
+    for r0, r1, c0, c1 in tiler(kernel):
+        assert 0 < (r1 - r0) * (c1 - c0) <= MAX_FAST_TAPS
         cover[r0:r1, c0:c1] += 1
     assert (cover == 1).all()
 
 
-def test_fewest_pieces():
-    assert [len(kernel_tiles((k, k))) for k in (3, 5, 7, 9, 11)] == [1, 1, 4, 4, 9]
-    assert split_extent(9) == [(0, 5), (5, 9)]
+def test_tiling_needs_few_pieces_and_never_costs_more_than_the_grid():
+    # lower bound: ceil(k*k / 25) pieces of at most 25 taps
+    assert [len(kernel_tiles((k, k))) for k in (3, 5, 7, 9, 11)] == [1, 1, 3, 4, 6]
+    for k in range(1, 16):
+        assert len(kernel_tiles((k, k))) >= -(-k * k // MAX_FAST_TAPS)
+        assert tiling_cost(kernel_tiles((k, k))) <= tiling_cost(grid_tiles((k, k)))
 
 
 def spec(channels=(8, 8), kernels=(3, 9), stride=1, hw=10):

@@ -111,6 +111,18 @@ def test_fp16_checkpoint_with_metadata_is_a_source_by_itself(tmp_path, timm_mixn
     assert load_model("mixnet-s", weights=path).preprocessing == prep
 
 
+def test_bundled_checkpoint_by_name(tmp_path, monkeypatch, timm_mixnet_s_10):
+    from mixdeploy.models import sources
+
+    save_checkpoint(tmp_path / "mixnet_s_toy.pt", timm_mixnet_s_10, model="mixnet-s", num_classes=10,
+                    extra={"class_names": [str(i) for i in range(10)]})
+    monkeypatch.setattr(sources, "WEIGHTS_DIR", tmp_path)
+    loaded = load_model("mixnet-s-toy")
+    assert loaded.name == "mixnet-s" and loaded.num_classes == 10 and loaded.class_names[3] == "3"
+    assert loaded.weights_path == str(tmp_path / "mixnet_s_toy.pt")
+    torch.testing.assert_close(_logits(loaded.module), _logits(timm_mixnet_s_10))
+
+
 def test_checkpoint_of_another_model_is_refused(tmp_path):
     path = save_checkpoint(tmp_path / "m.pt", create_model("mixnet-m", 5), model="mixnet-m")
     with pytest.raises(MixdeployError, match="saved from 'mixnet-m', not 'mixnet-s'"):

@@ -36,8 +36,9 @@ class HostConfigResult:
 
     @property
     def label(self) -> str:
-        xnn = "" if self.xnnpack is None else (" xnnpack" if self.xnnpack else " builtin")
-        return f"{self.runtime}{xnn} x{self.threads}"
+        # LiteRT rows are named by kernel set: "xnnpack x2" / "builtin x1"; baselines by runtime.
+        name = self.runtime if self.xnnpack is None else ("xnnpack" if self.xnnpack else "builtin")
+        return f"{name} x{self.threads}"
 
 
 @dataclass

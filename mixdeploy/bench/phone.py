@@ -17,7 +17,6 @@ import secrets
 import shlex
 import tempfile
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -110,6 +109,11 @@ def resolve_benchmark_binary(flag: str | None = None) -> Path:
     if not candidate:
         config = CONFIG_PATH.expanduser()
         if config.is_file():
+            try:
+                import tomllib   # Python >= 3.11
+            except ModuleNotFoundError as err:
+                raise MixdeployError(f"reading {config} needs Python 3.11+: use --benchmark-binary "
+                                     f"or MIXDEPLOY_BENCHMARK_MODEL instead") from err
             try:
                 candidate = tomllib.loads(config.read_text()).get("benchmark_binary")
             except tomllib.TOMLDecodeError as err:
@@ -242,7 +246,7 @@ def run_on_device(adb: Adb, serial: str, command: str, run_dir: str, timeout: fl
         except DeviceError:
             pass
         raise CommandTimeout(f"{what} did not finish within {timeout:g} s on {serial}: it was "
-                             f"killed and the run folder removed. Raise --timeout, lower --runs, "
+                             f"killed and its run folder cleaned up. Raise --timeout, lower --runs, "
                              f"or check the phone is not throttling") from err
     stdout, marker, status = result.stdout.rpartition(EXIT_MARKER)
     if not marker:
@@ -408,10 +412,18 @@ def _dequantize(values: np.ndarray, details: dict) -> np.ndarray:
     return values.astype(np.float32)
 
 
-def _escape_layer_name(name: str) -> str:
-    # benchmark_model splits `name:path` on ':'; names with ':' (e.g. `serving_default_x:0`)
-    # are written with '::' in recent builds.
-    return name.replace(":", "::")
+def input_file_flags(details: dict, path: str) -> list[str]:
+    """Flags that make benchmark_model read `path` as the (single) input tensor.
+
+    The tool only honours --input_layer_value_files for layers also named in --input_layer
+    (with --input_layer_shape); the value file must be exactly the tensor's bytes. In the
+    `name:path` item, ':' inside the name or path is escaped as '::' (benchmark_tflite_model.h,
+    SplitInputLayerNameAndValueFile).
+    """
+    name = details["name"]
+    shape = ",".join(str(int(d)) for d in details["shape"])
+    escaped = f"{name.replace(':', '::')}:{path.replace(':', '::')}"
+    return [f"--input_layer={name}", f"--input_layer_shape={shape}", f"--input_layer_value_files={escaped}"]
 
 
 def device_parity(adb: Adb, serial: str, tflite_path: Path, remote_binary: str, remote_model: str,
@@ -419,7 +431,6 @@ def device_parity(adb: Adb, serial: str, tflite_path: Path, remote_binary: str, 
                   cpu_mask: str | None, timeout_s: float) -> ParityResult:
     interp, input_details, output_details = _io_details(tflite_path)
     tensors = prepare_parity_inputs(images_nchw, input_details)
-    layer = _escape_layer_name(input_details["name"])
     commands = []
     with tempfile.TemporaryDirectory(prefix="mixdeploy-parity-") as tmp:
         for i, tensor in enumerate(tensors):
@@ -429,7 +440,7 @@ def device_parity(adb: Adb, serial: str, tflite_path: Path, remote_binary: str, 
             invocation = benchmark_invocation(
                 remote_binary, remote_model, threads, delegate, runs=1, warmup=0, op_profile=False,
                 cpu_mask=cpu_mask,
-                extra=[f"--input_layer_value_files={layer}:{run_dir}/input_{i}.bin",
+                extra=[*input_file_flags(input_details, f"{run_dir}/input_{i}.bin"),
                        f"--output_filepath={run_dir}/output_{i}.bin"])
             commands.append(in_run_dir(run_dir, invocation + " > /dev/null"))
         # One shell call for all inputs (one adb round trip); each tool run is a process of its

@@ -74,7 +74,7 @@ def rows_from_phone(result) -> list[LatencyRow]:
     config = f"{result.delegate} x{result.threads}" + (f" mask {result.cpu_mask}" if result.cpu_mask else "")
     p95 = bench.inference.p95_ms if bench.inference else None
     return [LatencyRow(label=label_for(result.model_path), path=result.model_path,
-                       target=f"{result.device.model or 'android'} ({result.device.serial})",
+                       target=result.device.model or result.device.serial,
                        config=config, median_ms=bench.median_ms, tail_ms=p95,
                        macs=macs_for(result.model_path))]
 
@@ -82,14 +82,17 @@ def rows_from_phone(result) -> list[LatencyRow]:
 def latency_table(rows: list[LatencyRow], title: str = "Latency vs MACs"):
     from rich.table import Table
 
+    from rich.markup import escape
+
     table = Table(title=f"{title} (budget {MAC_BUDGET / 1e6:.0f}M MACs)")
     for column, justify in (("model", "left"), ("target", "left"), ("config", "left"),
                             ("MACs", "right"), ("budget", "left"), ("median ms", "right"),
                             ("p90/p95 ms", "right"), ("ms/GMAC", "right")):
-        table.add_column(column, justify=justify)
+        # Numbers never wrap; names fold when the terminal is narrow (80 columns in pipes).
+        table.add_column(column, justify=justify, overflow="fold", no_wrap=justify == "right")
     for row in rows:
         budget = {None: "?", True: "[green]within[/]", False: "[red]over[/]"}[row.within_budget]
-        table.add_row(row.label, row.target, row.config,
+        table.add_row(escape(row.label), escape(row.target), escape(row.config),
                       f"{row.macs / 1e6:.0f}M" if row.macs else "-", budget, f"{row.median_ms:.3f}",
                       f"{row.tail_ms:.3f}" if row.tail_ms is not None else "-",
                       f"{row.ms_per_gmac:.2f}" if row.ms_per_gmac is not None else "-")
@@ -111,7 +114,8 @@ def plot_latency_vs_macs(rows: list[LatencyRow], out_path: str | os.PathLike) ->
     fig, ax = plt.subplots(figsize=(7, 4.5))
     series: dict[str, list[LatencyRow]] = {}
     for row in plotted:
-        series.setdefault(f"{row.target} {row.config}", []).append(row)
+        # One line per target, config and file kind (model_int8.tflite of S, M, L together).
+        series.setdefault(f"{row.target} {row.config} {Path(row.path).name}", []).append(row)
     for name, members in series.items():
         members = sorted(members, key=lambda r: r.macs)
         ax.plot([r.macs / 1e6 for r in members], [r.median_ms for r in members], marker="o", label=name)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+from rich.markup import escape
 
 from mixdeploy.commands._console import print_json, stderr, stdout
 from mixdeploy.errors import MixdeployError
@@ -58,6 +59,8 @@ def bench(files, device, threads, runs, warmup, no_xnnpack, baselines, onnx_path
     from mixdeploy.bench import report
 
     thread_counts = _thread_list(threads) if threads else None
+    _check_flags_fit_target(device, no_xnnpack=no_xnnpack, baselines=baselines, op_profile=op_profile,
+                            parity=parity, benchmark_binary=benchmark_binary)
     if device == "host":
         results, rows = _bench_on_host(files, thread_counts or [1, 2], runs, warmup, not no_xnnpack,
                                        baselines, onnx_path, torch_model, weights, as_json)
@@ -74,6 +77,17 @@ def bench(files, device, threads, runs, warmup, no_xnnpack, baselines, onnx_path
     stdout.print(report.latency_table(rows))
     if plot:
         stderr.print(f"plot written to {plot}")
+
+
+def _check_flags_fit_target(device: str, **flags) -> None:
+    """A flag for the other target would be silently ignored: say so instead."""
+    host_only = {"no_xnnpack": "--no-xnnpack (on a phone use --delegate cpu)", "baselines": "--baseline"}
+    phone_only = {"op_profile": "--op-profile", "parity": "--parity", "benchmark_binary": "--benchmark-binary"}
+    wrong = host_only if device != "host" else phone_only
+    used = [name for key, name in wrong.items() if flags.get(key)]
+    if used:
+        where = "the host" if device != "host" else "a phone (--device MODEL|SERIAL|all)"
+        raise MixdeployError(f"{', '.join(used)} only applies to {where}")
 
 
 # --- host ----------------------------------------------------------------------------------------
@@ -165,12 +179,12 @@ def _parity_inputs(tflite_path: str, source: str, count: int) -> np.ndarray:
 
 def _print_phone_details(result) -> None:
     state = result.device
-    stderr.print(f"[bold]{state.model}[/] ({state.serial}) Android {state.android_version}, SoC "
+    stderr.print(f"[bold]{escape(str(state.model))}[/] ({state.serial}) Android {state.android_version}, SoC "
                  f"{state.soc or state.board_platform}, battery {state.battery_level}%, thermal status "
                  f"{state.thermal_status}; pushed: "
                  + ", ".join(f"{k} ({'pushed' if v else 'cached'})" for k, v in result.pushed.items()))
     for note in result.notes:
-        stderr.print(f"[yellow]note:[/] {note}")
+        stderr.print(f"[yellow]note:[/] {escape(note)}")
     if result.benchmark.op_profile:
         from rich.table import Table
 
@@ -178,12 +192,13 @@ def _print_phone_details(result) -> None:
         for column in ("node type", "avg ms", "%", "name"):
             table.add_column(column)
         for row in sorted(result.benchmark.op_profile, key=lambda r: -r.avg_ms)[:15]:
-            table.add_row(row.node_type, f"{row.avg_ms:.3f}",
-                          f"{row.percent:.1f}" if row.percent is not None else "-", row.name)
+            # Names like `[conv_stem]:0` would be read as rich markup: escape them.
+            table.add_row(escape(row.node_type), f"{row.avg_ms:.3f}",
+                          f"{row.percent:.1f}" if row.percent is not None else "-", escape(row.name))
         stdout.print(table)
     for slow in result.slow_depthwise:
-        stderr.print(f"[red]slow depthwise[/] {slow.layer or slow.name} {slow.kernel[0]}x{slow.kernel[1]} "
-                     f"ran as {slow.node_type} ({slow.avg_ms:.3f} ms): consider --lowering decompose")
+        stderr.print(f"[red]slow depthwise[/] {escape(slow.layer or slow.name)} {slow.kernel[0]}x{slow.kernel[1]} "
+                     f"ran as {escape(slow.node_type)} ({slow.avg_ms:.3f} ms): consider --lowering decompose")
     if result.parity:
         p = result.parity
         stderr.print(f"on-device parity vs host LiteRT ({p.count} inputs): top-1 agreement "

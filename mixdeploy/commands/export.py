@@ -31,8 +31,9 @@ def _precisions(int8: bool, fp16: bool, dynamic: bool, int16x8: bool) -> tuple[s
 @click.option("--io-dtype", type=click.Choice(["int8", "float32"]), default="int8", show_default=True,
               help="Input/output type of the full-integer models.")
 @click.option("--input-layout", type=click.Choice(["nhwc", "nchw"]), default="nhwc", show_default=True)
-@click.option("--lowering", type=click.Choice(["auto", "split", "pad", "decompose"]), default="auto",
-              show_default=True, help="How each MixConv is lowered (auto: measured per layer).")
+@click.option("--lowering", type=click.Choice(["auto", "split", "pad", "decompose", "pad_decompose"]),
+              default="auto", show_default=True,
+              help="How each MixConv is lowered (auto: measured per layer on this runtime, cached).")
 @click.option("--calib", help="Calibration data: fashion-mnist, an image folder or a .npy.")
 @click.option("--calib-count", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--parity-data", help="Data for the parity summary (default: the calibration source's test split).")
@@ -92,6 +93,6 @@ def _print_parity(parity: dict) -> None:
         table.add_row("PyTorch (reference)", f"{parity['reference_top1']:.2%}", "", "", "", "")
     for name, m in parity["backends"].items():
         top1 = f"{m['top1']:.2%}" if m.get("top1") is not None else "-"
-        table.add_row(name, top1, f"{m['top1_agreement']:.2%}", f"{m['cosine']:.4f}",
+        table.add_row(name, top1, f"{m['top1_agreement']:.2%}", f"{m['mean_cosine']:.4f}",
                       f"{m['max_abs_error']:.3g}", f"{m['sqnr_db']:.1f}")
     stdout.print(table)

@@ -52,20 +52,44 @@ def models(as_json: bool):
         rows.append({"name": name, "timm": info.timm_name, "params": loaded.params, "macs": report.total,
                      "conv_linear_macs": report.conv_linear_only, "input_size": loaded.preprocessing.input_size,
                      "kernel_mix": loaded.kernel_mix, "description": info.description})
+    bundled = _bundled_rows()
     if as_json:
-        click.echo(json.dumps({"models": rows, "also": "timm:<name> for any timm model"}, indent=2))
+        click.echo(json.dumps({"models": rows, "bundled_checkpoints": bundled,
+                               "also": "timm:<name> for any timm model"}, indent=2))
         return
     table = Table(title="mixdeploy model zoo")
-    for col in ("model", "timm", "params", "MACs", "input", "depthwise kernel mix (% of channels)", "padding"):
-        table.add_column(col, justify="right" if col in ("params", "MACs", "input") else "left")
+    for col in ("model", "timm", "params", "MACs", "input", "dw kernels (% of channels)", "padding"):
+        table.add_column(col, justify="right" if col in ("params", "MACs", "input") else "left",
+                         no_wrap=col in ("model", "timm", "MACs"))  # names never truncated on narrow terminals
     for r in rows:
         padding = "TF same" if r["name"].startswith("tf-") else "symmetric"
         table.add_row(r["name"], r["timm"], format_count(r["params"]), format_count(r["macs"]),
                       str(r["input_size"]), format_kernel_mix(r["kernel_mix"]), padding)
     console = Console()
     console.print(table)
+    for b in bundled:
+        console.print(f"Bundled checkpoint [bold]{b['name']}[/]: {b['model']}, {b['num_classes']} classes"
+                      + (f", {b['dataset']}" if b.get("dataset") else "")
+                      + (f", top-1 {b['test_top1']}%" if b.get("test_top1") is not None else ""))
     console.print("MACs: conv/linear MACs + BN/activation/elementwise ops (`mixdeploy flops --help`). "
                   "Also: [bold]timm:<name>[/] for any timm model (needs timm installed).")
+
+
+def _bundled_rows() -> list[dict]:
+    from mixdeploy.errors import MixdeployError
+    from mixdeploy.models.sources import bundled_checkpoints, read_checkpoint
+
+    rows = []
+    for name, path in bundled_checkpoints().items():
+        try:
+            meta = read_checkpoint(path).metadata
+        except MixdeployError as err:  # a broken shipped file should not hide the zoo
+            rows.append({"name": name, "path": str(path), "error": str(err)})
+            continue
+        rows.append({"name": name, "path": str(path), "model": meta.get("model"),
+                     "num_classes": meta.get("num_classes"), "dataset": meta.get("dataset"),
+                     "test_top1": meta.get("test_top1")})
+    return rows
 
 
 @click.command("flops")

@@ -138,7 +138,7 @@ class BuildContext:
     default_act: str = "re"
 
 
-def _se(spec: BlockSpec, in_channels: int, mid_channels: int, act, ctx: BuildContext) -> nn.Module:
+def _se(spec: BlockSpec, mid_channels: int, act: type[nn.Module]) -> nn.Module:
     if not spec.se_ratio:
         return nn.Identity()
     # SE width comes from the block *input* (timm: se_ratio / exp_ratio applied to mid channels).
@@ -156,7 +156,7 @@ class DepthwiseSeparable(nn.Module):
         self.conv_dw = create_conv2d(in_channels, in_channels, list(spec.dw_kernels), stride=spec.stride,
                                      depthwise=True, padding=ctx.padding)
         self.bn1 = BatchNormAct2d(in_channels, ctx.bn_eps, act)
-        self.se = _se(spec, in_channels, in_channels, act, ctx)
+        self.se = _se(spec, in_channels, act)
         self.conv_pw = create_conv2d(in_channels, out_channels, list(spec.pw_kernels), padding=ctx.padding)
         self.bn2 = BatchNormAct2d(out_channels, ctx.bn_eps, None)
 
@@ -178,7 +178,7 @@ class InvertedResidual(nn.Module):
         self.conv_dw = create_conv2d(mid, mid, list(spec.dw_kernels), stride=spec.stride, depthwise=True,
                                      padding=ctx.padding)
         self.bn2 = BatchNormAct2d(mid, ctx.bn_eps, act)
-        self.se = _se(spec, in_channels, mid, act, ctx)
+        self.se = _se(spec, mid, act)
         self.conv_pwl = create_conv2d(mid, out_channels, list(spec.pw_kernels), padding=ctx.padding)
         self.bn3 = BatchNormAct2d(out_channels, ctx.bn_eps, None)
 

@@ -13,7 +13,6 @@ like timm's `create_conv2d`.
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
@@ -61,10 +60,15 @@ def default_kernel_sizes(groups: int) -> list[int]:
     return [2 * i + 3 for i in range(groups)]
 
 
-def same_padding_amount(size: int, kernel: int, stride: int, dilation: int) -> int:
-    """Total TF 'SAME' padding along one axis (timm `get_same_padding`)."""
-    out = -(-size // stride)  # ceil, also valid for symbolic sizes during export
-    return max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+def same_padding_amount(size, kernel: int, stride: int, dilation: int):
+    """Total TF 'SAME' padding along one axis (timm `get_same_padding`).
+
+    `size` is an int, or a 0-d tensor while the TorchScript ONNX exporter traces; the ceil
+    division avoids negative operands because ONNX integer Div truncates where Python floors.
+    """
+    out = (size + stride - 1) // stride
+    pad = (out - 1) * stride + (kernel - 1) * dilation + 1 - size
+    return pad.clamp(min=0) if isinstance(pad, torch.Tensor) else max(pad, 0)
 
 
 def is_static_same_padding(kernel: int, stride: int, dilation: int) -> bool:
@@ -87,7 +91,7 @@ class Conv2dSame(nn.Conv2d):
         ih, iw = x.shape[-2:]
         pad_h = same_padding_amount(ih, self.kernel_size[0], self.stride[0], self.dilation[0])
         pad_w = same_padding_amount(iw, self.kernel_size[1], self.stride[1], self.dilation[1])
-        if pad_h or pad_w:
+        if isinstance(pad_h, torch.Tensor) or pad_h or pad_w:  # traced sizes: always pad (a no-op at 0)
             x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
@@ -149,6 +153,9 @@ class MixConv2d(nn.ModuleDict):
                              f"in_channels ({in_channels})")
         # Each depthwise group keeps its own channel multiplier, so derive from the input split.
         return [c * (out_channels // in_channels) for c in in_splits]
+
+    def extra_repr(self) -> str:
+        return f"kernels={self.kernel_sizes}, splits={self.splits}, depthwise={self.depthwise}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         parts = torch.split(x, self.splits, dim=1)

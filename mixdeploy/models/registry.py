@@ -93,12 +93,23 @@ def import_timm():
         if "torchvision::nms" not in str(err):
             raise
         raise MixdeployError(
-            "timm models need a working torchvision, and the installed torchvision does not match "
-            "this CPU build of torch ('operator torchvision::nms does not exist'): PyPI's newest "
-            "torchvision is built for a different torch. Reinstall the matching pair with "
-            "`pip install -c scripts/test-constraints.txt timm torchvision`, or use one of our own "
-            f"MixNets ({', '.join(REGISTRY)}), which need no timm.") from err
+            f"timm models need a working torchvision, and torchvision {_version('torchvision')} does not "
+            f"load against this CPU build of torch {_version('torch')} ('operator torchvision::nms does "
+            f"not exist': its compiled ops were built for a different torch). Install timm with the "
+            f"project's pins, `pip install -c scripts/test-constraints.txt timm`; if the error stays, it is "
+            f"the known torchvision/CPU-torch mismatch: install the CPU build of the pinned torchvision "
+            f"(`pip install -c scripts/test-constraints.txt torchvision --index-url "
+            f"https://download.pytorch.org/whl/cpu`). Our own MixNets ({', '.join(REGISTRY)}) need no timm.") from err
     return timm
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def create_timm_model(timm_name: str, num_classes: int = 1000) -> nn.Module:

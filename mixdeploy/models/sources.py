@@ -23,7 +23,7 @@ from torch import nn
 
 from mixdeploy.atomic import atomic_path
 from mixdeploy.errors import MixdeployError
-from mixdeploy.models.registry import (TIMM_PREFIX, canonical_name, count_params, create_model,
+from mixdeploy.models.registry import (REGISTRY, TIMM_PREFIX, canonical_name, count_params, create_model,
                                        default_preprocessing, kernel_mix)
 from mixdeploy.preprocess import Preprocessing
 
@@ -32,6 +32,7 @@ METADATA_KEY = "mixdeploy"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".pth.tar", ".ckpt", ".bin", ".safetensors")
 CLASSIFIER_KEYS = ("classifier.weight", "head.fc.weight", "fc.weight", "head.weight", "last_linear.weight")
 MAX_KEYS_SHOWN = 10
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"  # checkpoints shipped with the package
 
 
 @dataclass
@@ -53,26 +54,34 @@ class LoadedModel:
     weights_path: str | None = None
     params: int = 0
     kernel_mix: dict[int, int] = field(default_factory=dict)
+    class_names: list[str] | None = None  # from checkpoint metadata, when it has them
+    metadata: dict = field(default_factory=dict)  # the checkpoint's whole "mixdeploy" block
 
     def to_manifest(self) -> dict:
         return {"model": self.name, "source": self.source, "num_classes": self.num_classes,
                 "params": self.params, "weights_path": self.weights_path,
                 "weights_sha256": self.weights_sha256, "kernel_mix": self.kernel_mix,
+                "class_names": self.class_names,
                 "preprocessing": self.preprocessing.to_dict()}
 
 
 def load_model(source: str, weights: str | os.PathLike | None = None, num_classes: int | None = None,
                input_size: int | None = None) -> LoadedModel:
-    """Build `source` (a registry name, 'timm:<name>', or a mixdeploy checkpoint file) and load `weights`.
+    """Build `source` and load `weights` into it; returns the module in eval mode with its facts.
+
+    source: a registry name ('mixnet-s', 'tf_mixnet_l', ...), 'timm:<name>', a mixdeploy
+        checkpoint file (its metadata names the model), or the name of a checkpoint shipped in
+        mixdeploy/weights/ (e.g. 'mixnet-s-fashion-mnist').
 
     num_classes: explicit value > checkpoint metadata > classifier shape in the weights > 1000.
     input_size: overrides the preprocessing's input size (MixNets are fully convolutional).
     """
-    if weights is None and _looks_like_file(source):
-        weights = source
+    source_is_checkpoint = weights is None and checkpoint_named_by(source) is not None
+    if source_is_checkpoint:
+        weights = checkpoint_named_by(source)
     checkpoint = read_checkpoint(weights) if weights is not None else None
     meta = checkpoint.metadata if checkpoint else {}
-    name = _resolve_name(source, weights, meta)
+    name = _resolve_name(source, weights, meta, source_is_checkpoint)
 
     if num_classes is None:
         num_classes = meta.get("num_classes") or (infer_num_classes(checkpoint.state_dict) if checkpoint else None) or 1000
@@ -89,22 +98,37 @@ def load_model(source: str, weights: str | os.PathLike | None = None, num_classe
                        preprocessing=preprocessing,
                        weights_sha256=checkpoint.sha256 if checkpoint else None,
                        weights_path=checkpoint.path if checkpoint else None,
-                       params=count_params(module), kernel_mix=kernel_mix(module))
+                       params=count_params(module), kernel_mix=kernel_mix(module),
+                       class_names=list(meta["class_names"]) if meta.get("class_names") else None,
+                       metadata=dict(meta))
 
 
-def _looks_like_file(source: str) -> bool:
-    if str(source).startswith(TIMM_PREFIX):
-        return False
-    return str(source).lower().endswith(CHECKPOINT_SUFFIXES) or os.sep in str(source) or Path(source).is_file()
+def bundled_checkpoints() -> dict[str, Path]:
+    """Checkpoints shipped in mixdeploy/weights/, by name ('mixnet-s-fashion-mnist' for
+    mixnet_s_fashion_mnist.pt); each carries metadata naming its model."""
+    return {p.stem.lower().replace("_", "-"): p for p in sorted(WEIGHTS_DIR.glob("*.pt"))}
 
 
-def _resolve_name(source: str, weights, meta: dict) -> str:
+def checkpoint_named_by(source: str) -> Path | None:
+    """The checkpoint file a source names (a path or a bundled name), or None for a model name."""
+    source = str(source)
+    if source.startswith(TIMM_PREFIX) or source.strip().lower().replace("_", "-") in REGISTRY:
+        return None  # a model name wins over a same-named file in the working directory
+    bundled = bundled_checkpoints().get(source.strip().lower().replace("_", "-"))
+    if bundled is not None:
+        return bundled
+    if source.lower().endswith(CHECKPOINT_SUFFIXES) or os.sep in source or Path(source).is_file():
+        return Path(source)
+    return None
+
+
+def _resolve_name(source: str, weights, meta: dict, source_is_checkpoint: bool) -> str:
     meta_name = meta.get("model")
-    if str(source) == str(weights):  # the checkpoint file itself is the source
+    if source_is_checkpoint:
         if not meta_name:
             raise MixdeployError(
-                f"{source} carries no mixdeploy metadata naming its model; pass the model name and the "
-                f"file separately, e.g. `--model mixnet-s --weights {source}` (load_model('mixnet-s', weights=...)).")
+                f"{weights} carries no mixdeploy metadata naming its model; pass the model name and the "
+                f"file separately, e.g. `mixnet-s --weights {weights}` (load_model('mixnet-s', weights=...)).")
         return canonical_name(meta_name)
     name = canonical_name(source)
     if meta_name and canonical_name(meta_name) != name:

@@ -17,9 +17,10 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 CHANNEL_AXIS = 1  # NCHW everywhere in ONNX
 
 
-def to_ir(model: onnx.ModelProto) -> ir.Model:
-    # Shape inference first: passes need channel counts and spatial sizes of values.
-    return ir.serde.deserialize_model(onnx.shape_inference.infer_shapes(model))
+def to_ir(model: onnx.ModelProto, infer: bool = True) -> ir.Model:
+    # Shape inference first: passes need channel counts and spatial sizes of values
+    # (infer=False for a model that just came out of to_proto, which inferred them).
+    return ir.serde.deserialize_model(onnx.shape_inference.infer_shapes(model) if infer else model)
 
 
 def to_proto(model: ir.Model) -> onnx.ModelProto:
@@ -192,9 +193,9 @@ def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
     return dict(sorted(collections.Counter(n.op_type for n in model.graph.node).items()))
 
 
-def count_macs(model: onnx.ModelProto) -> int:
+def count_macs(model: onnx.ModelProto, infer: bool = True) -> int:
     """Multiply-accumulates of Conv, Gemm and MatMul (the usual 'FLOPs' convention of papers)."""
-    inferred = onnx.shape_inference.infer_shapes(model)
+    inferred = onnx.shape_inference.infer_shapes(model) if infer else model
     shapes = {}
     for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
         dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]

@@ -3,10 +3,10 @@
 - `split`:     Split -> one depthwise Conv per group -> Concat (the recognized form; no-op).
 - `pad`:       every group's kernel zero-padded (centered) to the largest kernel, one
                depthwise Conv over all channels: fewer ops, more MACs (reported).
-- `decompose`: each group with a kernel over 5x5 becomes a sum of depthwise convs of at
-               most 5x5 over shifted windows of the once-padded input. XNNPACK has fast
-               depthwise kernels only up to 5x5; 7x7/9x9 fall to a generic path ~10x
-               slower per MAC (notes/tflite.md), so four 5x5 pieces beat one 9x9.
+- `decompose`: each group with a kernel over 25 taps (7x7 and up) becomes a sum of
+               depthwise convs of at most 25 taps over shifted windows of the once-padded
+               input. XNNPACK's fast depthwise kernels stop at 25 taps; 7x7/9x9 fall to a
+               generic path ~10x slower per MAC (notes/tflite.md), so four pieces beat one 9x9.
 - `pad_decompose`: `pad`, then the one big depthwise conv decomposed: no Split/Concat at all.
 """
 
@@ -18,15 +18,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from mixdeploy.onnx.graph import (ConvInfo, Namer, add_initializer, conv_attributes, new_node, replace_value,
+from mixdeploy.onnx.graph import (ConvInfo, Namer, add_initializer, conv_attributes, conv_info, new_node, replace_value,
                                   spatial_of)
 from mixdeploy.onnx.passes.branches import SplitConvConcat
 
 LOWERINGS = ("split", "pad", "decompose", "pad_decompose")
-MAX_FAST_KERNEL = 5
-# Exact pieces (5x4, 4x4 ...) by default: zero-padding them to 3x3/5x5 measured no faster
-# (benchmarks/lowering_speed.py, docs/rewrites.md) and costs MACs.
-ODD_PIECES = False
+# XNNPACK's depthwise microkernels take up to 25 taps in one pass (a 5x5, but also 7x3 or
+# 4x6); bigger kernels fall to a slow generic path. Its kernels come in tap tiles (fp32 also
+# has a 4-tap one; int8 timings did not show it, so it is left out):
+TAP_TILES = (9, 25)
+MAX_FAST_TAPS = TAP_TILES[-1]
+# What one more piece costs beyond its taps (its Slice and Add; in int8 the Add requantizes),
+# in taps. With it, the model below ranks the tilings we timed as measured (docs/rewrites.md:
+# 7x7 as 7x3+7x3+7x1 beat the 5x5 grid, 11x11 in 3 bands (6 pieces) beat the 9-piece grid).
+PIECE_OVERHEAD = 9
 
 
 @dataclass
@@ -39,36 +44,62 @@ class LoweringOutcome:
 
 # ---------------------------------------------------------------- tiling
 
-def split_extent(k: int, max_piece: int = MAX_FAST_KERNEL) -> list[tuple[int, int]]:
-    """Cut a kernel extent into the fewest, most even runs of at most `max_piece` taps.
+Tile = tuple[int, int, int, int]  # row0, row1, col0, col1 (half-open)
 
-    9 -> [(0,5), (5,9)], 7 -> [(0,4), (4,7)], 11 -> [(0,4), (4,8), (8,11)].
+
+def tap_cost(taps: int) -> int:
+    """Taps a microkernel actually runs for a piece of `taps` taps (the tile it rounds up to)."""
+    return next(t for t in TAP_TILES if taps <= t)
+
+
+def band_tiles(row0: int, height: int, width: int) -> list[Tile]:
+    """One band of rows cut greedily into the widest pieces that fit the fast path."""
+    step = MAX_FAST_TAPS // height
+    return [(row0, row0 + height, c, min(c + step, width)) for c in range(0, width, step)]
+
+
+def tiling_cost(tiles: list[Tile]) -> int:
+    return sum(tap_cost((r1 - r0) * (c1 - c0)) + PIECE_OVERHEAD for r0, r1, c0, c1 in tiles)
+
+
+def _rank(tiles: list[Tile]) -> tuple[int, int, int]:
+    # ties: fewer pieces, then fewer bands (full-height strips measured fastest for 7x7 in int8)
+    return tiling_cost(tiles), len(tiles), len({(r0, r1) for r0, r1, _, _ in tiles})
+
+
+def _best_band_tiling(rows: int, cols: int) -> list[Tile]:
+    """Cheapest split of the rows into bands (each band cut by band_tiles); exhaustive DP."""
+    best: dict[int, list[Tile]] = {0: []}
+    for end in range(1, rows + 1):
+        options = []
+        for height in range(1, min(end, MAX_FAST_TAPS) + 1):
+            options.append(best[end - height] + band_tiles(end - height, height, cols))
+        best[end] = min(options, key=_rank)
+    return best[rows]
+
+
+def kernel_tiles(kernel: tuple[int, int]) -> list[Tile]:
+    """Non-overlapping pieces covering a kH x kW kernel exactly once, each <= 25 taps,
+    chosen by the cost model above (row bands or, transposed, column bands).
+
+    7x7 -> 7x3, 7x3, 7x1 (3 pieces); 9x9 -> 4 pieces; 11x11 -> 6 pieces; 5x5 and smaller: itself.
     """
-    n = math.ceil(k / max_piece)
-    sizes = [k // n + (1 if i < k % n else 0) for i in range(n)]
-    bounds, start = [], 0
-    for s in sizes:
-        bounds.append((start, start + s))
-        start += s
-    return bounds
+    kh, kw = kernel
+    if kh * kw <= MAX_FAST_TAPS:
+        return [(0, kh, 0, kw)]
+    by_rows = _best_band_tiling(kh, kw)
+    by_cols = [(c0, c1, r0, r1) for r0, r1, c0, c1 in _best_band_tiling(kw, kh)]
+    return min((by_rows, by_cols), key=_rank)
 
 
-def kernel_tiles(kernel: tuple[int, int], max_piece: int = MAX_FAST_KERNEL) -> list[tuple[int, int, int, int]]:
-    """Non-overlapping (row0, row1, col0, col1) pieces covering a kH x kW kernel exactly once."""
-    return [(r0, r1, c0, c1) for r0, r1 in split_extent(kernel[0], max_piece)
-            for c0, c1 in split_extent(kernel[1], max_piece)]
-
-
-def odd_piece(start: int, stop: int, k: int) -> tuple[int, int]:
-    """Widen the run [start, stop) to an odd length inside [0, k), growing backwards.
-
-    An even piece (4 taps) becomes 5 with one zero tap overlapping the previous piece,
-    so every piece is 3x3 or 5x5, the shapes XNNPACK has dedicated kernels for.
-    """
-    length = stop - start
-    if length % 2:
-        return start, stop
-    return (stop - length - 1, stop) if stop - length - 1 >= 0 else (start, start + length + 1)
+def grid_tiles(kernel: tuple[int, int], max_piece: int = 5) -> list[Tile]:
+    """The plain alternative: a grid of at most max_piece x max_piece pieces (9x9 -> 4, 11x11 -> 9).
+    Kept for benchmarks/lowering_speed.py, which compares it with kernel_tiles."""
+    def runs(k):
+        n = math.ceil(k / max_piece)
+        edges = [round(i * k / n) for i in range(n + 1)]
+        return list(zip(edges[:-1], edges[1:]))
+    return [(r0, r1, c0, c1) for r0, r1 in runs(kernel[0]) for c0, c1 in runs(kernel[1])]
 
 
 # ---------------------------------------------------------------- pad lowering
@@ -117,7 +148,7 @@ def lower_mixconv_pad(graph: ir.Graph, namer: Namer, match: SplitConvConcat) -> 
 # ---------------------------------------------------------------- decompose lowering
 
 def decompose_depthwise_conv(graph: ir.Graph, namer: Namer, conv: ConvInfo,
-                             max_piece: int = MAX_FAST_KERNEL, odd_pieces: bool = ODD_PIECES) -> list[str]:
+                             tiles: list[Tile] | None = None) -> list[str]:
     """Rewrite one depthwise conv as Pad -> per piece (Slice -> small depthwise Conv) -> Add chain.
 
     Exact: every kernel tap sits in exactly one piece, and piece (r0, c0) reads the padded
@@ -142,12 +173,8 @@ def decompose_depthwise_conv(graph: ir.Graph, namer: Namer, conv: ConvInfo,
         new_nodes.append(pad)
         padded = pad.outputs[0]
     total = None
-    for i, (a0, a1, b0, b1) in enumerate(kernel_tiles(conv.kernel, max_piece)):
-        # Taps [a0:a1, b0:b1] are this piece's own; [r0:r1, c0:c1] is the (maybe wider) kernel it runs.
-        (r0, r1), (c0, c1) = ((odd_piece(a0, a1, kh), odd_piece(b0, b1, kw)) if odd_pieces
-                              else ((a0, a1), (b0, b1)))
-        sub_kernel = np.zeros((conv.out_channels, 1, r1 - r0, c1 - c0), conv.weight.dtype)
-        sub_kernel[:, :, a0 - r0:a1 - r0, b0 - c0:b1 - c0] = conv.weight[:, :, a0:a1, b0:b1]
+    for i, (r0, r1, c0, c1) in enumerate(tiles or kernel_tiles(conv.kernel)):
+        sub_kernel = np.ascontiguousarray(conv.weight[:, :, r0:r1, c0:c1])
         # Window of the padded input that this piece reads for all outputs.
         row_start, col_start = r0 * dh, c0 * dw
         row_stop = row_start + (out_h - 1) * sh + dh * (r1 - r0 - 1) + 1
@@ -178,28 +205,28 @@ def decompose_depthwise_conv(graph: ir.Graph, namer: Namer, conv: ConvInfo,
     return [n.name for n in new_nodes]
 
 
-def lower_mixconv_decompose(graph: ir.Graph, namer: Namer, match: SplitConvConcat,
-                            max_piece: int = MAX_FAST_KERNEL) -> LoweringOutcome:
+def is_slow_kernel(kernel: tuple[int, int]) -> bool:
+    return kernel[0] * kernel[1] > MAX_FAST_TAPS
+
+
+def lower_mixconv_decompose(graph: ir.Graph, namer: Namer, match: SplitConvConcat) -> LoweringOutcome:
     nodes = []
     for c in match.convs:
-        if max(c.kernel) > max_piece:
-            nodes += decompose_depthwise_conv(graph, namer, c, max_piece)
+        if is_slow_kernel(c.kernel):
+            nodes += decompose_depthwise_conv(graph, namer, c)
     if not nodes:
-        return LoweringOutcome("split", note=f"no kernel over {max_piece}x{max_piece}; kept split")
+        return LoweringOutcome("split", note=f"no kernel over {MAX_FAST_TAPS} taps; kept split")
     return LoweringOutcome("decompose", nodes=nodes)
 
 
-def lower_mixconv_pad_decompose(graph: ir.Graph, namer: Namer, match: SplitConvConcat,
-                                max_piece: int = MAX_FAST_KERNEL) -> LoweringOutcome:
-    from mixdeploy.onnx.graph import conv_info
-
+def lower_mixconv_pad_decompose(graph: ir.Graph, namer: Namer, match: SplitConvConcat) -> LoweringOutcome:
     padded = lower_mixconv_pad(graph, namer, match)
     if padded.lowering != "pad":
         return padded
     big = conv_info(next(n for n in graph if n.name == padded.nodes[0]))
-    if max(big.kernel) <= max_piece:
+    if not is_slow_kernel(big.kernel):
         return padded
-    nodes = decompose_depthwise_conv(graph, namer, big, max_piece)
+    nodes = decompose_depthwise_conv(graph, namer, big)
     return LoweringOutcome("pad_decompose", extra_macs=padded.extra_macs, nodes=nodes)
 
 

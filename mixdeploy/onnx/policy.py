@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -24,7 +25,7 @@ from onnx import TensorProto, helper
 
 from mixdeploy.atomic import write_json_atomic
 from mixdeploy.errors import MixdeployError
-from mixdeploy.onnx.graph import Namer, const_array, attr, to_ir
+from mixdeploy.onnx.graph import Namer, to_ir, to_proto
 from mixdeploy.onnx.lowering import LOWERINGS, lower_mixconv
 from mixdeploy.onnx.passes.recognize_mixconv import MixConvSpec, find_mixconvs
 
@@ -125,8 +126,6 @@ def mixconv_layer_model(spec: MixConvSpec, seed: int = 0) -> onnx.ModelProto:
 
 
 def lower_single_layer(layer: onnx.ModelProto, lowering: str) -> tuple[onnx.ModelProto, str]:
-    from mixdeploy.onnx.graph import to_proto
-
     model = to_ir(layer)
     match = find_mixconvs(model.graph)[0]
     outcome = lower_mixconv(model.graph, Namer(model.graph), match, lowering)
@@ -212,7 +211,9 @@ def tflite_from_onnx_layer(model: onnx.ModelProto, precision: str = "fp32", samp
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-    return converter.convert()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Statistics for quantized inputs were expected": random samples suffice
+        return converter.convert()
 
 
 def time_tflite_models(models: dict[str, bytes], rounds: int = 15, warmup: int = 2) -> dict[str, float]:

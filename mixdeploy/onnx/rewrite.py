@@ -51,6 +51,7 @@ class RewriteReport:
     lowering: str
     passes: list[PassReport] = field(default_factory=list)
     seconds: float = 0.0
+    verified_rel_err: float | None = None   # set by rewrite(verify=True)
 
     @property
     def mixconvs(self) -> list[dict]:
@@ -68,6 +69,7 @@ class RewriteReport:
 
     def to_dict(self) -> dict:
         return {"lowering": self.lowering, "seconds": round(self.seconds, 3),
+                "verified_rel_err": self.verified_rel_err,
                 "passes": [asdict(p) for p in self.passes], "lowering_choices": self.lowering_choices}
 
     def to_table(self):
@@ -95,13 +97,14 @@ class RewriteResult:
 
 
 def rewrite(model: onnx.ModelProto, lowering: str = "auto", passes=None, *, runtime: str | None = None,
-            progress: Callable[[int, int, str], None] | None = None) -> RewriteResult:
+            progress: Callable[[int, int, str], None] | None = None, verify: bool = False) -> RewriteResult:
     """Rewrite `model` with `passes` (default: all, in DEFAULT_PASSES order).
 
     lowering: 'split' | 'pad' | 'decompose' | 'pad_decompose' for every MixConv, or 'auto'
     to pick per layer by timing single-layer TFLite models on this machine's LiteRT
     (`runtime` e.g. 'fp32' or 'int8'; choices cached, see policy.py). `progress(done,
-    total, layer)` is called while 'auto' measures.
+    total, layer)` is called while 'auto' measures. verify=True runs both graphs in
+    onnxruntime on one random input and raises if they disagree (relative error > 1e-4).
     """
     if lowering not in LOWERINGS + ("auto",):
         raise MixdeployError(f"unknown lowering {lowering!r}; choose auto, {', '.join(LOWERINGS)}.")
@@ -111,23 +114,53 @@ def rewrite(model: onnx.ModelProto, lowering: str = "auto", passes=None, *, runt
         raise MixdeployError(f"unknown rewrite pass(es) {unknown}; available: {', '.join(ALL_PASSES)}.")
     start = time.perf_counter()
     report = RewriteReport(lowering=lowering)
-    current = model
+    current = onnx.shape_inference.infer_shapes(model)
+    ops_now, macs_now = op_histogram(current), count_macs(current, infer=False)
     for name in names:
         t0 = time.perf_counter()
-        ir_model = to_ir(current)
+        ir_model = to_ir(current, infer=False)
         if name == "lower_mixconv":
             outcome = lower_mixconvs(ir_model, _chooser(ir_model, lowering, runtime, progress))
         else:
             outcome = SIMPLE_PASSES[name](ir_model)
-        rewritten = to_proto(ir_model)
+        rewritten = to_proto(ir_model)  # shape-inferred: the next pass and count_macs rely on it
+        ops_after, macs_after = op_histogram(rewritten), count_macs(rewritten, infer=False)
         report.passes.append(PassReport(
-            name=name, touched=outcome.touched, ops_before=op_histogram(current), ops_after=op_histogram(rewritten),
-            macs_before=count_macs(current), macs_after=count_macs(rewritten),
+            name=name, touched=outcome.touched, ops_before=ops_now, ops_after=ops_after,
+            macs_before=macs_now, macs_after=macs_after,
             seconds=time.perf_counter() - t0, details=outcome.details))
-        current = rewritten
+        current, ops_now, macs_now = rewritten, ops_after, macs_after
     onnx.checker.check_model(current)
+    if verify:
+        report.verified_rel_err = verify_same_function(model, current)
     report.seconds = time.perf_counter() - start
     return RewriteResult(current, report)
+
+
+VERIFY_TOLERANCE = 1e-4
+
+
+def verify_same_function(before: onnx.ModelProto, after: onnx.ModelProto, seed: int = 0) -> float:
+    """max|a-b| / max|a| of both graphs' first output on one random input; raises past tolerance."""
+    import numpy as np
+    import onnxruntime as ort
+
+    def run(m, x):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session = ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+    dims = before.graph.input[0].type.tensor_type.shape.dim
+    shape = [d.dim_value if d.dim_value > 0 else 1 for d in dims]
+    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    ref, got = run(before, x), run(after, x)
+    err = float(np.abs(ref - got).max() / max(np.abs(ref).max(), 1e-12))
+    if not err <= VERIFY_TOLERANCE:
+        raise MixdeployError(f"the rewritten graph disagrees with the original (relative error {err:.2e}); "
+                             "this is a mixdeploy bug: rerun with passes=[...] to find the pass, and report it.",
+                             exit_code=1)
+    return err
 
 
 def _chooser(ir_model: ir.Model, lowering: str, runtime, progress):

@@ -45,7 +45,7 @@ class ConvertResult:
 def convert_onnx(model: onnx.ModelProto, out_path, precision: str = "fp32",
                  calibration: np.ndarray | None = None, io_dtype: str = "int8",
                  input_layout: str = "nhwc", progress: Callable[[int, int], None] | None = None,
-                 keep_float: list[str] | None = None) -> ConvertResult:
+                 keep_float: list[str] | None = None, range_method: str = "minmax") -> ConvertResult:
     """Convert `model` to TFLite at `out_path`.
 
     calibration: NCHW float32 images, preprocessed exactly like the model's input (needed for
@@ -53,38 +53,31 @@ def convert_onnx(model: onnx.ModelProto, out_path, precision: str = "fp32",
     int16 for int16x8; "float32" keeps float I/O with quantize/dequantize at the ends).
     input_layout: "nhwc" (no transpose in the model) or "nchw" (one TRANSPOSE at the input).
     keep_float: ONNX node names whose ops stay float in a quantized model (selective quantization).
+    range_method: how int8 activation ranges are estimated from the calibration images
+    ("minmax" as TFLite's calibrator, or "percentile").
     """
     started = time.perf_counter()
     from mixdeploy.tflite.graph import trace_onnx
 
-    if isinstance(model, (str, os.PathLike)):
-        model = load_onnx(model)
-    if not isinstance(model, onnx.ModelProto):
-        raise MixdeployError("convert_onnx needs an onnx.ModelProto or the path of an .onnx file")
-    if not model.graph.node:
-        raise MixdeployError("the ONNX model has no nodes (empty or corrupt file); export it again")
-    if input_layout not in ("nhwc", "nchw"):
-        raise MixdeployError(f"input_layout must be 'nhwc' or 'nchw', got '{input_layout}'")
+    model = as_model_proto(model)
+    check_options(input_layout, range_method)
     keep_float = list(keep_float or [])
-
     traced = trace_onnx(model, input_layout)
     calibration = check_precision_args(precision, calibration, io_dtype, traced.inputs[0])
-    if keep_float and precision not in FULL_INTEGER:
-        raise MixdeployError("--keep-float only applies to int8/int16x8 precision")
-    unknown = [n for n in keep_float if n not in traced.node_scopes]
-    if unknown:
-        raise MixdeployError(f"keep_float names nodes not in the ONNX graph: {', '.join(unknown[:5])}; "
-                             "use the ONNX node names (see `mixdeploy inspect model.onnx`)")
+    check_keep_float(keep_float, precision, traced.node_scopes)
 
     flatbuffer, notes = run_converter(traced, precision, calibration, io_dtype, input_layout, progress,
-                                      keep_float)
+                                      keep_float, range_method)
     write_bytes_atomic(out_path, flatbuffer)
 
     from mixdeploy.tflite.inspect import inspect_tflite
 
     inspection = inspect_tflite(out_path)
     settings = QuantizationSettings(precision, io_dtype if precision in FULL_INTEGER else None,
-                                    0 if calibration is None else len(calibration), keep_float)
+                                    0 if calibration is None else len(calibration), keep_float,
+                                    range_method if precision == "int8" else None)
+    if any(spec.dynamic_batch for spec in traced.inputs):
+        notes.append("the ONNX batch dimension is dynamic; the TFLite model takes batch 1")
     if input_layout == "nhwc":
         notes.append("input is NHWC (the ONNX model's NCHW input transposed); feed images as N,H,W,C")
     return ConvertResult(
@@ -93,6 +86,36 @@ def convert_onnx(model: onnx.ModelProto, out_path, precision: str = "fp32",
         seconds=time.perf_counter() - started, file_size=len(flatbuffer),
         sha256=hashlib.sha256(flatbuffer).hexdigest(), quantization=settings.to_dict(),
         input_layout=input_layout, notes=notes)
+
+
+def as_model_proto(model) -> onnx.ModelProto:
+    if isinstance(model, (str, os.PathLike)):
+        model = load_onnx(model)
+    if not isinstance(model, onnx.ModelProto):
+        raise MixdeployError("convert_onnx needs an onnx.ModelProto or the path of an .onnx file")
+    if not model.graph.node:
+        raise MixdeployError("the ONNX model has no nodes (empty or corrupt file); export it again")
+    return model
+
+
+def check_options(input_layout: str, range_method: str) -> None:
+    from mixdeploy.tflite.calibrate import RANGE_METHODS
+
+    if input_layout not in ("nhwc", "nchw"):
+        raise MixdeployError(f"input_layout must be 'nhwc' or 'nchw', got '{input_layout}'")
+    if range_method not in RANGE_METHODS:
+        raise MixdeployError(f"range_method must be one of {', '.join(RANGE_METHODS)}, got '{range_method}'")
+
+
+def check_keep_float(keep_float: list[str], precision: str, node_scopes: dict[str, str]) -> None:
+    if not keep_float:
+        return
+    if precision != "int8":
+        raise MixdeployError("keep_float (selective quantization) applies to int8 only")
+    unknown = [n for n in keep_float if n not in node_scopes]
+    if unknown:
+        raise MixdeployError(f"keep_float names nodes not in the ONNX graph: {', '.join(unknown[:5])}; "
+                             "use node names of the converted ONNX graph (e.g. 'blocks.2.0.conv_dw.1')")
 
 
 def load_onnx(path) -> onnx.ModelProto:
@@ -110,35 +133,44 @@ def load_onnx(path) -> onnx.ModelProto:
     return model
 
 
-def run_converter(traced, precision, calibration, io_dtype, input_layout, progress, keep_float):
+def run_converter(traced, precision, calibration, io_dtype, input_layout, progress, keep_float,
+                  range_method="minmax"):
     import tensorflow as tf
 
-    from mixdeploy.tflite import quantize
+    def new_converter():
+        return tf.lite.TFLiteConverter.from_concrete_functions([traced.concrete_function], traced.module)
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [traced.concrete_function], traced.module)
-    apply_precision(converter, precision, calibration, io_dtype, input_layout == "nhwc", progress)
     notes: list[str] = []
     try:
-        if precision != "int8":
-            if keep_float:
-                raise MixdeployError("keep_float is supported for int8 only (the 16x8 quantizer has no denylist)")
-            return converter.convert(), notes
-        # int8: calibrate once, then quantize (optionally keeping some nodes in float)
-        calibrated = quantize.calibrate_only(converter)
-        denylist = None
-        if keep_float:
-            scopes = [traced.node_scopes[name] for name in keep_float]
-            denylist = quantize.denylist_for(calibrated, scopes)
-            if not denylist:
-                raise MixdeployError(f"keep_float: no TFLite op comes from node(s) {', '.join(keep_float)} "
-                                     "(folded away by the converter?); pick a Conv/Mul/... node")
-            notes.append(f"kept {len(keep_float)} ONNX node(s) in float ({len(denylist)} TFLite ops): "
-                         f"{', '.join(keep_float[:5])}")
-        return quantize.quantize_calibrated(calibrated, io_dtype, denylist), notes
+        if precision == "int8":
+            return convert_int8(new_converter().convert(), traced, calibration, io_dtype, input_layout,
+                                progress, keep_float, range_method, notes), notes
+        converter = new_converter()
+        apply_precision(converter, precision, calibration, io_dtype, input_layout == "nhwc", progress)
+        return converter.convert(), notes
     except MixdeployError:
         raise
     except Exception as err:  # the converter's own errors are long MLIR dumps: keep the gist
         first_lines = "\n".join(str(err).strip().splitlines()[:6])
         raise MixdeployError(f"TFLiteConverter failed ({precision}): {first_lines}\n"
                              "Try another precision, or report the model and this message.") from err
+
+
+def convert_int8(float_model: bytes, traced, calibration, io_dtype, input_layout, progress, keep_float,
+                 range_method, notes) -> bytes:
+    """Full-integer int8: measure activation ranges on the float model, then quantize with TF's MLIR quantizer."""
+    from mixdeploy.tflite import calibrate, quantize
+
+    images = np.transpose(calibration, (0, 2, 3, 1)) if input_layout == "nhwc" else calibration
+    ranges = calibrate.measure_ranges(float_model, images, range_method, progress)
+    calibrated = calibrate.annotate_ranges(float_model, ranges)
+    denylist = None
+    if keep_float:
+        scopes = [traced.node_scopes[name] for name in keep_float]
+        denylist = quantize.denylist_for(calibrated, scopes)
+        if not denylist:
+            raise MixdeployError(f"keep_float: no TFLite op comes from node(s) {', '.join(keep_float)} "
+                                 "(folded away by the converter?); pick a Conv/Mul/... node")
+        notes.append(f"kept {len(keep_float)} ONNX node(s) in float ({len(denylist)} TFLite ops): "
+                     f"{', '.join(keep_float[:5])}")
+    return quantize.quantize_calibrated(calibrated, io_dtype, denylist)

@@ -30,6 +30,7 @@ class GraphInput:
     nchw_shape: list[int]        # logical shape of the ONNX input
     tf_shape: list[int]          # shape of the TF/TFLite input (NHWC unless input_layout="nchw")
     dtype: np.dtype
+    dynamic_batch: bool = False
 
 
 @dataclass
@@ -81,19 +82,20 @@ def graph_inputs(model: onnx.ModelProto, input_layout: str) -> list[GraphInput]:
         if inp.name in initializer_names:
             continue
         tensor_type = inp.type.tensor_type
-        dims = []
+        dims, dynamic_batch = [], False
         for i, dim in enumerate(tensor_type.shape.dim):
             if dim.HasField("dim_value") and dim.dim_value > 0:
                 dims.append(dim.dim_value)
             elif i == 0:
                 dims.append(1)   # a dynamic batch is traced as batch 1 (one image per phone inference)
+                dynamic_batch = True
             else:
                 raise MixdeployError(
                     f"ONNX input '{inp.name}' has a dynamic dimension {i} ('{dim.dim_param}'); "
                     "export with a fixed input size (only the batch may be dynamic)")
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
         tf_shape = [dims[i] for i in NCHW_TO_NHWC] if len(dims) == 4 and input_layout == "nhwc" else dims
-        inputs.append(GraphInput(inp.name, dims, tf_shape, np.dtype(dtype)))
+        inputs.append(GraphInput(inp.name, dims, tf_shape, np.dtype(dtype), dynamic_batch))
     if not inputs:
         raise MixdeployError("the ONNX graph has no inputs; export it with an input tensor")
     return inputs

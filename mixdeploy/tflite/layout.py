@@ -32,6 +32,10 @@ class Value:
     data: Any
     nhwc: bool = False
 
+    def __post_init__(self):
+        if isinstance(self.data, np.generic):   # numpy folds 0-d results to scalars
+            self.data = np.asarray(self.data)
+
     @property
     def is_const(self) -> bool:
         return isinstance(self.data, np.ndarray)

@@ -221,6 +221,8 @@ def convert_clip(ctx, inputs):
     high = optional_const(ctx, inputs, 2, "Clip max", ctx.attr("max"))
     low = -np.inf if low is None else float(low)
     high = np.inf if high is None else float(high)
+    if x.is_const:
+        return [Value(np.clip(x.data, low, high).astype(x.data.dtype))]
     t = as_tensor(x)
     if low == 0 and high == 6:
         out = tf.nn.relu6(t)
@@ -450,6 +452,71 @@ def convert_identity(ctx, inputs):
     return [inputs[0]]
 
 
+# ---------------------------------------------------------------- shape arithmetic (folded at conversion time)
+# Unsimplified exports (e.g. timm's TF-"same" padding) compute pads from Shape at run time. Every
+# shape here is static, so these ops fold to numpy constants and the Pad they feed becomes a PAD.
+
+def convert_shape(ctx, inputs):
+    shape = np.asarray(inputs[0].logical_shape(), np.int64)
+    start, end = ctx.attr("start", 0), ctx.attr("end")
+    return [Value(shape[start:end])]
+
+
+def convert_gather(ctx, inputs):
+    data = require_const(ctx, inputs[0], "Gather data")
+    indices = require_const(ctx, inputs[1], "Gather indices")
+    return [Value(np.take(data, indices, axis=int(ctx.attr("axis", 0))))]
+
+
+def convert_cast(ctx, inputs):
+    import onnx
+
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(int(ctx.attr("to")))
+    x = inputs[0]
+    if x.is_const:
+        return [Value(x.data.astype(dtype))]
+    return [Value(tf.cast(x.data, tf.as_dtype(dtype)), nhwc=x.nhwc)]
+
+
+def convert_constant_of_shape(ctx, inputs):
+    from onnx import numpy_helper
+
+    shape = require_const(ctx, inputs[0], "ConstantOfShape shape")
+    value = ctx.node.attribute[0].t if ctx.node.attribute else None
+    fill = numpy_helper.to_array(value) if value is not None else np.zeros(1, np.float32)
+    return [Value(np.full([int(d) for d in shape], fill.reshape(-1)[0], dtype=fill.dtype))]
+
+
+def onnx_divide(a, b):
+    """ONNX Div truncates integer division toward zero (numpy's // floors)."""
+    a, b = np.asarray(a), np.asarray(b)
+    if np.issubdtype(a.dtype, np.integer) and np.issubdtype(b.dtype, np.integer):
+        return np.trunc(a / b).astype(np.result_type(a, b))
+    return a / b
+
+
+def variadic(np_fn, tf_fn):
+    """Max/Min take any number of inputs: fold them pairwise."""
+    pairwise = binary(np_fn, tf_fn)
+
+    def handler(ctx, inputs):
+        result = inputs[0]
+        for other in inputs[1:]:
+            result = pairwise(ctx, [result, other])[0]
+        return [result]
+    return handler
+
+
+def elementwise_unary(np_fn, tf_fn):
+    """A unary op folded in numpy on constants (shape arithmetic), else the TF op."""
+    def handler(ctx, inputs):
+        x = inputs[0]
+        if x.is_const:
+            return [Value(np.asarray(np_fn(x.data)).astype(x.data.dtype))]
+        return [Value(tf_fn(x.data), nhwc=x.nhwc)]
+    return handler
+
+
 OP_HANDLERS = {
     "Conv": convert_conv,
     "BatchNormalization": convert_batchnorm,
@@ -464,7 +531,18 @@ OP_HANDLERS = {
     "Add": binary(np.add, tf.add),
     "Sub": binary(np.subtract, tf.subtract),
     "Mul": binary(np.multiply, tf.multiply),
-    "Div": binary(np.divide, tf.divide),
+    "Div": binary(onnx_divide, tf.divide),
+    "Neg": elementwise_unary(np.negative, tf.negative),
+    "Ceil": elementwise_unary(np.ceil, tf.math.ceil),
+    "Floor": elementwise_unary(np.floor, tf.math.floor),
+    "Abs": elementwise_unary(np.abs, tf.math.abs),
+    "Sqrt": elementwise_unary(np.sqrt, tf.math.sqrt),
+    "Max": variadic(np.maximum, tf.maximum),
+    "Min": variadic(np.minimum, tf.minimum),
+    "Shape": convert_shape,
+    "Gather": convert_gather,
+    "Cast": convert_cast,
+    "ConstantOfShape": convert_constant_of_shape,
     "ReduceMean": convert_reduce_mean,
     "GlobalAveragePool": convert_global_average_pool,
     "MaxPool": pool(tf.nn.max_pool2d),

@@ -28,10 +28,12 @@ class QuantizationSettings:
     io_dtype: str | None = None
     calibration_images: int = 0
     keep_float: list[str] = field(default_factory=list)
+    range_method: str | None = None
 
     def to_dict(self) -> dict:
         return {"precision": self.precision, "io_dtype": self.io_dtype,
-                "calibration_images": self.calibration_images, "keep_float": list(self.keep_float)}
+                "calibration_images": self.calibration_images, "keep_float": list(self.keep_float),
+                "range_method": self.range_method}
 
 
 def check_precision_args(precision: str, calibration, io_dtype: str, spec: GraphInput) -> np.ndarray | None:
@@ -71,16 +73,6 @@ def representative_dataset(calibration_nchw: np.ndarray, nhwc: bool,
                 progress(i + 1, total)
 
     return generate
-
-
-def calibrate_only(converter) -> bytes:
-    """Run the converter's calibrator and return the float model annotated with per-tensor ranges.
-
-    Splitting calibration from quantization lets us quantize the same calibrated model more than
-    once (selective quantization, experiments) without paying for calibration again.
-    """
-    converter._experimental_calibrate_only = True   # the documented route of QuantizationDebugger
-    return converter.convert()
 
 
 def quantize_calibrated(calibrated: bytes, io_dtype: str, denylisted_nodes: list[str] | None = None) -> bytes:

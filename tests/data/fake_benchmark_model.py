@@ -28,11 +28,10 @@ def parse_flags(argv):
 
 
 def split_layer_files(spec):
-    """`name:path` with ':' in names escaped as '::'."""
+    """`name:path` items, ':' inside either escaped as '::' (as the real tool reads them)."""
     result = {}
     for item in spec.split(","):
-        placeholder = item.replace("::", "\0")
-        name, path = placeholder.rsplit(":", 1)
+        name, path = item.replace("::", "\0").split(":")
         result[name.replace("\0", ":")] = path.replace("\0", ":")
     return result
 
@@ -63,9 +62,26 @@ def main():
     print(f"INFO: Initialized session in {init_us / 1000:.3f}ms.")
     inp = interp.get_input_details()[0]
     if "input_layer_value_files" in flags:
-        files = split_layer_files(flags["input_layer_value_files"])
-        data = np.frombuffer(Path(files[inp["name"]]).read_bytes(), dtype=inp["dtype"])
-        interp.set_tensor(inp["index"], data.reshape(inp["shape"]))
+        # As the real tool: value files only for layers named in --input_layer (with shapes),
+        # matched to model inputs by position; the file must be exactly the tensor's bytes.
+        layers = flags.get("input_layer", "").split(",") if flags.get("input_layer") else []
+        shapes = flags.get("input_layer_shape", "").split(":") if flags.get("input_layer_shape") else []
+        if len(layers) != len(shapes):
+            print("ERROR: The number of items in --input_layer_shape must match --input_layer", file=sys.stderr)
+            return 1
+        for name, path in split_layer_files(flags["input_layer_value_files"]).items():
+            if name not in layers:
+                print(f"ERROR: Cannot find the corresponding input_layer name({name}) in --input_layer as "
+                      f"{flags.get('input_layer', '')}", file=sys.stderr)
+                return 1
+            data = Path(path).read_bytes()
+            expected = int(np.prod(inp["shape"])) * np.dtype(inp["dtype"]).itemsize
+            if len(data) != expected:
+                print(f"ERROR: The size of {path} is {len(data)} bytes. It should be {expected} bytes.",
+                      file=sys.stderr)
+                return 1
+            array = np.frombuffer(data, dtype=inp["dtype"]).reshape(inp["shape"])
+            interp.set_tensor(interp.get_input_details()[layers.index(name)]["index"], array)
 
     def timed(n):
         times = []

@@ -1,0 +1,241 @@
+"""Blame: which layers make int8 lose accuracy, and what keeping them in float costs.
+
+`blame_int8` runs TensorFlow's QuantizationDebugger on the same traced graph the converter
+quantizes (mixdeploy.tflite.graph.trace_onnx + the converter's int8 settings). The debugger
+feeds each quantized op the *same* (dequantized) inputs as its float twin, so an op's error is
+its own, not inherited. Ranking by RMSE / scale makes layers with different ranges comparable:
+pure rounding gives 1/sqrt(12) = 0.289; clearly more means clipping, a too-coarse weight scale
+or an approximated kernel (sigmoid LUT, mean) at that layer.
+
+TFLite tensor names keep the TF name scopes the tracer derived from ONNX node names, so each
+ranked layer maps back to ONNX node(s) — the names `convert_onnx(..., keep_float=[...])` takes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from mixdeploy.errors import MixdeployError
+
+IDEAL_RMSE_OVER_SCALE = 1.0 / math.sqrt(12.0)   # uniform rounding error of one quantization step
+# Ops that only move data: their int8 output equals their input's, error ~0 by construction.
+DATA_MOVEMENT_OPS = {"SPLIT", "SPLIT_V", "CONCATENATION", "RESHAPE", "PAD", "SLICE", "STRIDED_SLICE", "TRANSPOSE"}
+
+
+@dataclass
+class LayerError:
+    rank: int
+    op: str                         # TFLite op type
+    tensor: str                     # TFLite output tensor name
+    onnx_nodes: list[str]           # ONNX node(s) the op came from (fused ops list several)
+    rmse_over_scale: float
+    rmse: float
+    scale: float
+    max_abs_error: float
+    mean_error: float
+
+
+@dataclass
+class BlameReport:
+    layers: list[LayerError]                        # all quantized ops, worst first
+    calibration_images: int
+    debug_images: int
+    seconds: float
+    ideal_rmse_over_scale: float = IDEAL_RMSE_OVER_SCALE
+    notes: list[str] = field(default_factory=list)
+
+    def worst(self, k: int = 10) -> list[LayerError]:
+        return self.layers[:k]
+
+    def to_dict(self, top: int = 20) -> dict:
+        return {"calibration_images": self.calibration_images, "debug_images": self.debug_images,
+                "seconds": round(self.seconds, 2), "ideal_rmse_over_scale": self.ideal_rmse_over_scale,
+                "layers": [asdict(layer) for layer in self.layers[:top]], "notes": self.notes,
+                "markdown": self.to_markdown(top=10)}
+
+    def to_markdown(self, top: int = 10) -> str:
+        lines = [f"Per-layer int8 error (TensorFlow QuantizationDebugger, {self.debug_images} images; "
+                 f"pure rounding = {self.ideal_rmse_over_scale:.3f} RMSE/scale):", "",
+                 "| rank | op | ONNX node(s) | RMSE/scale | RMSE | scale | max abs err |", "|---|---|---|---|---|---|---|"]
+        for layer in self.layers[:top]:
+            lines.append(f"| {layer.rank} | {layer.op} | `{', '.join(layer.onnx_nodes) or layer.tensor}` | "
+                         f"{layer.rmse_over_scale:.3f} | {layer.rmse:.4g} | {layer.scale:.4g} | {layer.max_abs_error:.4g} |")
+        return "\n".join(lines) + "\n"
+
+    def rich_table(self, top: int = 10):
+        from rich.table import Table
+
+        table = Table(title=f"int8 blame: worst layers by RMSE/scale (rounding alone = {self.ideal_rmse_over_scale:.3f})")
+        for name in ("rank", "op", "ONNX node(s)", "RMSE/scale", "RMSE", "scale"):
+            table.add_column(name, justify="left" if name in ("op", "ONNX node(s)") else "right")
+        for layer in self.layers[:top]:
+            style = "red" if layer.rmse_over_scale > 2 * self.ideal_rmse_over_scale else ""
+            table.add_row(str(layer.rank), layer.op, ", ".join(layer.onnx_nodes) or layer.tensor,
+                          f"[{style}]{layer.rmse_over_scale:.3f}[/{style}]" if style else f"{layer.rmse_over_scale:.3f}",
+                          f"{layer.rmse:.4g}", f"{layer.scale:.4g}")
+        return table
+
+
+def onnx_nodes_for_tensor(tensor_name: str, node_scopes: dict[str, str]) -> list[str]:
+    """ONNX nodes whose TF scope produced `tensor_name` (fused ops join names with ';')."""
+    by_scope = {scope: node for node, scope in node_scopes.items()}
+    found = []
+    for part in tensor_name.split(";"):
+        matches = [s for s in by_scope if part == s or part.startswith(s + "/")]
+        if matches:
+            node = by_scope[max(matches, key=len)]   # the most specific scope, not a prefix of it
+            if node not in found:
+                found.append(node)
+    return found
+
+
+def _debug_converter(traced, calibration_nchw: np.ndarray, nhwc: bool):
+    import tensorflow as tf
+
+    from mixdeploy.tflite.quantize import apply_precision
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([traced.concrete_function], traced.module)
+    # float I/O: the debugger compares float outputs; int8 I/O would add input quantization noise
+    apply_precision(converter, "int8", calibration_nchw, "float32", nhwc)
+    return converter
+
+
+def _rank(rows: list[dict], node_scopes: dict[str, str]) -> list[LayerError]:
+    layers = []
+    for row in rows:
+        scale = float(row["scale"] or "nan")
+        mse = float(row["mean_squared_error"] or "nan")
+        if row["op_name"] in DATA_MOVEMENT_OPS or not (scale > 0) or not math.isfinite(mse):
+            continue
+        rmse = math.sqrt(mse)
+        layers.append(LayerError(rank=0, op=row["op_name"], tensor=row["tensor_name"],
+                                 onnx_nodes=onnx_nodes_for_tensor(row["tensor_name"], node_scopes),
+                                 rmse_over_scale=rmse / scale, rmse=rmse, scale=scale,
+                                 max_abs_error=float(row["max_abs_error"]), mean_error=float(row["mean_error"])))
+    layers.sort(key=lambda layer: layer.rmse_over_scale, reverse=True)
+    for i, layer in enumerate(layers, 1):
+        layer.rank = i
+    return layers
+
+
+def blame_int8(onnx_model: onnx.ModelProto | str | Path, calibration_nchw: np.ndarray,
+               debug_nchw: np.ndarray | None = None, input_layout: str = "nhwc") -> BlameReport:
+    """Per-layer int8 error of `onnx_model` quantized with `calibration_nchw`, measured on `debug_nchw`.
+
+    Both image sets are NCHW float32, preprocessed like the model input. Cost: one calibration
+    (~0.1-0.4 s per image) plus one debug-model run per debug image; keep both small (16-64).
+    """
+    import tensorflow as tf
+
+    from mixdeploy.tflite.convert import load_onnx
+    from mixdeploy.tflite.graph import trace_onnx
+    from mixdeploy.tflite.quantize import representative_dataset
+
+    if not isinstance(onnx_model, onnx.ModelProto):
+        onnx_model = load_onnx(onnx_model)
+    calibration_nchw = np.asarray(calibration_nchw, np.float32)
+    debug_nchw = calibration_nchw if debug_nchw is None else np.asarray(debug_nchw, np.float32)
+    if len(calibration_nchw) == 0 or len(debug_nchw) == 0:
+        raise MixdeployError("blame needs calibration and debug images (at least one each)")
+    started = time.perf_counter()
+    nhwc = input_layout == "nhwc"
+    traced = trace_onnx(onnx_model, input_layout)
+    converter = _debug_converter(traced, calibration_nchw, nhwc)
+    try:
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=representative_dataset(debug_nchw, nhwc, None))
+        debugger.run()
+    except MixdeployError:
+        raise
+    except Exception as err:  # the debugger surfaces converter errors as long MLIR dumps
+        raise MixdeployError(f"QuantizationDebugger failed: {str(err).strip().splitlines()[0][:300]}; "
+                             "run parity with --no-blame, or report the model") from err
+    dump = io.StringIO()
+    debugger.layer_statistics_dump(dump)
+    rows = list(csv.DictReader(io.StringIO(dump.getvalue())))
+    layers = _rank(rows, traced.node_scopes)
+    return BlameReport(layers=layers, calibration_images=len(calibration_nchw), debug_images=len(debug_nchw),
+                       seconds=time.perf_counter() - started)
+
+
+def suggest_keep_float(report: BlameReport, max_layers: int = 3, factor: float = 2.0) -> list[str]:
+    """ONNX nodes of the worst layers whose error is over `factor` x pure rounding (at most `max_layers`)."""
+    nodes: list[str] = []
+    for layer in report.layers:
+        if len(nodes) >= max_layers or layer.rmse_over_scale < factor * report.ideal_rmse_over_scale:
+            break
+        for node in layer.onnx_nodes:
+            if node not in nodes:
+                nodes.append(node)
+    return nodes[:max_layers] if nodes else [n for n in (report.layers[0].onnx_nodes if report.layers else [])]
+
+
+# ---------------------------------------------------------------- keep-float re-export
+
+
+@dataclass
+class ModelCost:
+    path: str
+    file_size: int
+    latency_ms: float            # median LiteRT latency, batch 1
+    threads: int
+
+
+@dataclass
+class KeepFloatResult:
+    keep_float: list[str]
+    path: Path
+    baseline: ModelCost
+    candidate: ModelCost
+
+    @property
+    def size_delta(self) -> int:
+        return self.candidate.file_size - self.baseline.file_size
+
+    @property
+    def latency_ratio(self) -> float:
+        return self.candidate.latency_ms / self.baseline.latency_ms if self.baseline.latency_ms else float("nan")
+
+    def to_dict(self) -> dict:
+        return {"keep_float": self.keep_float, "path": str(self.path), "baseline": asdict(self.baseline),
+                "candidate": asdict(self.candidate), "size_delta_bytes": self.size_delta,
+                "latency_ratio": round(self.latency_ratio, 3)}
+
+
+def time_tflite(path, runs: int = 30, warmup: int = 5, threads: int = 1) -> ModelCost:
+    """Median single-image latency with LiteRT (the same interpreter parity uses)."""
+    from mixdeploy.runtimes import TfliteRunner
+
+    runner = TfliteRunner(path, num_threads=threads)
+    runner._resize(1)
+    details = runner.interpreter.get_input_details()[0]
+    sample = np.zeros(details["shape"], details["dtype"])
+    times = []
+    for i in range(warmup + runs):
+        runner.interpreter.set_tensor(details["index"], sample)
+        started = time.perf_counter()
+        runner.interpreter.invoke()
+        if i >= warmup:
+            times.append((time.perf_counter() - started) * 1000.0)
+    return ModelCost(path=str(path), file_size=Path(path).stat().st_size, latency_ms=float(np.median(times)), threads=threads)
+
+
+def reexport_keep_float(onnx_model, keep_float: list[str], calibration_nchw: np.ndarray, out_path,
+                        baseline_tflite, io_dtype: str = "int8", input_layout: str = "nhwc") -> KeepFloatResult:
+    """Convert again with `keep_float` ONNX nodes left in float; time and size both models."""
+    from mixdeploy.tflite.convert import convert_onnx
+
+    if not keep_float:
+        raise MixdeployError("--keep-float needs at least one ONNX node name (or 'auto')")
+    convert_onnx(onnx_model, out_path, precision="int8", calibration=calibration_nchw, io_dtype=io_dtype,
+                 input_layout=input_layout, keep_float=keep_float)
+    return KeepFloatResult(keep_float=list(keep_float), path=Path(out_path),
+                           baseline=time_tflite(baseline_tflite), candidate=time_tflite(out_path))

@@ -1,0 +1,225 @@
+"""`mixdeploy parity`: PyTorch vs ONNX vs TFLite on a dataset, gated by thresholds (exit 1 on violation).
+
+When an int8 model misses a threshold, `--blame` (default) ranks its layers by int8 error;
+`--keep-float auto|NODE,...` converts again with those layers left in float and shows what
+that costs in size and LiteRT latency, and what it buys in parity.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import click
+import numpy as np
+
+from mixdeploy.commands._console import print_json, stage_progress, stderr, stdout
+from mixdeploy.errors import MixdeployError
+from mixdeploy.preprocess import Preprocessing
+
+MANIFEST_NAME = "manifest.json"
+
+
+def _manifest_next_to(paths) -> dict:
+    """manifest.json beside the first TFLite file that has one (written by `mixdeploy export`)."""
+    for path in paths:
+        candidate = Path(path).parent / MANIFEST_NAME
+        if candidate.is_file():
+            try:
+                return json.loads(candidate.read_text())
+            except ValueError as err:
+                raise MixdeployError(f"{candidate} is not valid JSON ({err}); export again or remove it") from None
+    return {}
+
+
+def _preprocessing(loaded, manifest: dict) -> Preprocessing:
+    """The manifest's preprocessing is what the TFLite was built and calibrated with: it wins."""
+    if isinstance(manifest.get("preprocessing"), dict):
+        from_manifest = Preprocessing.from_dict(manifest["preprocessing"])
+        if from_manifest != loaded.preprocessing:
+            stderr.print(f"[yellow]using the preprocessing of {MANIFEST_NAME} (input {from_manifest.input_size}, "
+                         f"crop_pct {from_manifest.crop_pct}); the model's own differs[/yellow]")
+        return from_manifest
+    return loaded.preprocessing
+
+
+def _is_full_integer(path) -> bool:
+    from mixdeploy.runtimes import TfliteRunner
+
+    runner = TfliteRunner(path, num_threads=1)
+    details = runner.interpreter.get_tensor_details()
+    return any(d["dtype"] in (np.int8, np.int16) and d["quantization"][0] > 0 for d in details)
+
+
+def _float_onnx(onnx_path, tflite_path, loaded, preprocessing, workdir: Path) -> Path:
+    """The ONNX graph the int8 model was converted from: --onnx, else model.opt.onnx beside it, else export."""
+    if onnx_path:
+        return Path(onnx_path)
+    for name in ("model.opt.onnx", "model.onnx"):
+        beside = Path(tflite_path).parent / name
+        if beside.is_file():
+            return beside
+    from mixdeploy.onnx.export import export_onnx
+
+    return Path(export_onnx(loaded.module, preprocessing.input_size, workdir / "model.onnx").path)
+
+
+def _calibration(source, data_source, preprocessing, count, images) -> np.ndarray:
+    from mixdeploy import data
+
+    if source:
+        return data.load_images(source, preprocessing, limit=count, split="train").images
+    if data_source.lower().replace("_", "-") == "fashion-mnist":
+        return data.load_images(data_source, preprocessing, limit=count, split="train").images
+    return images.images[:count]
+
+
+def _run_blame(result, int8_paths, args, loaded, preprocessing, images, progress):
+    from mixdeploy import blame
+
+    failing = {c.backend for c in result.violations}
+    targets = [p for p in int8_paths if f"tflite:{Path(p).name}" in failing]
+    if not targets:
+        return None
+    target = targets[0]
+    workdir = Path(tempfile.mkdtemp(prefix="mixdeploy-parity-"))
+    onnx_file = _float_onnx(args["onnx_path"], target, loaded, preprocessing, workdir)
+    calibration = _calibration(args["calibration"], args["data_source"], preprocessing, args["calibration_count"], images)
+    progress("blame: QuantizationDebugger", 0, 1)
+    report = blame.blame_int8(onnx_file, calibration, images.images[: args["blame_images"]],
+                              input_layout=args["input_layout"])
+    progress("blame: QuantizationDebugger", 1, 1)
+    out = {"tflite": str(target), "onnx": str(onnx_file), **report.to_dict()}
+    return report, out, onnx_file, calibration, target
+
+
+def _keep_float(spec: str, report, onnx_file, calibration, target, args, loaded, images, thresholds, progress):
+    from mixdeploy import blame, parity
+
+    if spec.strip().lower() == "auto":
+        if report is None:
+            raise MixdeployError("--keep-float auto needs a blame report: it is made only when an int8 model "
+                                 "misses a threshold (and --blame is on); name the nodes instead")
+        nodes = blame.suggest_keep_float(report)
+    else:
+        nodes = [n.strip() for n in spec.split(",") if n.strip()]
+    out_path = Path(args["report_dir"] or Path(target).parent) / f"{Path(target).stem}_keepfloat.tflite"
+    progress("keep-float: convert", 0, 1)
+    result = blame.reexport_keep_float(onnx_file, nodes, calibration, out_path, target,
+                                       io_dtype=args["io_dtype"], input_layout=args["input_layout"])
+    progress("keep-float: convert", 1, 1)
+    rerun = parity.run_parity(loaded, [out_path], images=images, thresholds=thresholds, progress=progress,
+                              batch_size=args["batch_size"], num_threads=args["threads"])
+    return result, rerun
+
+
+@click.command()
+@click.argument("model")
+@click.option("--tflite", "tflite_paths", multiple=True, type=click.Path(dir_okay=False),
+              help="TFLite model(s) to check (repeat the option).")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="ONNX model to check too.")
+@click.option("--weights", type=click.Path(dir_okay=False), help="State dict or checkpoint file.")
+@click.option("--num-classes", type=click.IntRange(min=1), help="Classifier size (default: from the weights).")
+@click.option("--input-size", type=click.IntRange(min=16), help="Square input side (default: the model's).")
+@click.option("--data", "data_source", required=True, help="fashion-mnist, an image folder (ImageFolder or flat) or a .npy.")
+@click.option("--limit", type=click.IntRange(min=1), help="Use at most this many images.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False),
+              help="Write parity.json, parity.md, parity-junit.xml (and blame.json) into this folder.")
+@click.option("--min-top1-agreement", type=click.FloatRange(0, 1), default=0.99, show_default=True)
+@click.option("--max-top1-drop", type=click.FloatRange(min=0), default=0.5, show_default=True, help="Points.")
+@click.option("--min-cosine", type=click.FloatRange(-1, 1), default=None, help="Mean logit cosine.")
+@click.option("--min-sqnr-db", type=float, default=None, help="Logit SQNR in dB.")
+@click.option("--blame/--no-blame", default=True, show_default=True,
+              help="Rank the layers of a failing int8 model by quantization error.")
+@click.option("--keep-float", "keep_float", default=None,
+              help="Re-export the failing int8 model keeping these ONNX nodes in float ('auto': blame's worst).")
+@click.option("--calibration", default=None,
+              help="Calibration images for blame/--keep-float (default: the training split of --data).")
+@click.option("--calibration-count", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--blame-images", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads per runtime.")
+@click.option("--no-progress", is_flag=True)
+def parity(model, tflite_paths, onnx_path, weights, num_classes, input_size, data_source, limit, as_json, report_dir,
+           min_top1_agreement, max_top1_drop, min_cosine, min_sqnr_db, blame, keep_float, calibration,
+           calibration_count, blame_images, batch_size, threads, no_progress):
+    """Check that TFLite (and ONNX) models compute what MODEL computes in PyTorch.
+
+    Exit 0 when every backend meets every threshold, 1 when one does not, 2 for bad input.
+    """
+    from mixdeploy import data
+    from mixdeploy import parity as parity_lib
+    from mixdeploy.atomic import write_json_atomic
+    from mixdeploy.models import load_model
+
+    if not tflite_paths and not onnx_path:
+        raise MixdeployError("nothing to compare: pass --tflite FILE (repeatable) and/or --onnx FILE")
+    for path in [*tflite_paths, *([onnx_path] if onnx_path else [])]:
+        if not Path(path).is_file():
+            raise MixdeployError(f"file not found: {path}")
+    loaded = load_model(model, weights=weights, num_classes=num_classes, input_size=input_size)
+    manifest = _manifest_next_to(tflite_paths)
+    preprocessing = _preprocessing(loaded, manifest)
+    loaded.preprocessing = preprocessing
+    images = data.load_images(data_source, preprocessing, limit=limit)
+    data.check_labels_match(images, loaded.num_classes)
+    thresholds = parity_lib.Thresholds(min_top1_agreement=min_top1_agreement, max_top1_drop=max_top1_drop,
+                                       min_cosine=min_cosine, min_sqnr_db=min_sqnr_db)
+    args = {"onnx_path": onnx_path, "data_source": data_source, "calibration": calibration,
+            "calibration_count": calibration_count, "blame_images": blame_images, "report_dir": report_dir,
+            "batch_size": batch_size, "threads": threads,
+            "input_layout": str(manifest.get("input_layout", "nhwc")).lower(),
+            "io_dtype": (manifest.get("quantization") or {}).get("io_dtype", "int8")}
+
+    with stage_progress(enabled=not no_progress and not as_json) as progress:
+        result = parity_lib.run_parity(loaded, tflite_paths, onnx_path=onnx_path, images=images,
+                                       thresholds=thresholds, progress=progress, batch_size=batch_size,
+                                       num_threads=threads)
+        int8_paths = [p for p in tflite_paths if _is_full_integer(p)]
+        blamed = _run_blame(result, int8_paths, args, loaded, preprocessing, images, progress) \
+            if blame and not result.passed and int8_paths else None
+        report, kept = None, None
+        if blamed:
+            report, result.blame, onnx_file, calib, target = blamed
+        if keep_float:
+            if not int8_paths:
+                raise MixdeployError("--keep-float applies to int8 TFLite models; none was given")
+            if not blamed:
+                target = int8_paths[0]
+                workdir = Path(tempfile.mkdtemp(prefix="mixdeploy-parity-"))
+                onnx_file = _float_onnx(onnx_path, target, loaded, preprocessing, workdir)
+                calib = _calibration(calibration, data_source, preprocessing, calibration_count, images)
+            kept = _keep_float(keep_float, report, onnx_file, calib, target, args, loaded, images, thresholds, progress)
+
+    if kept:
+        tradeoff, rerun = kept
+        result.blame = {**(result.blame or {}), "keep_float": {**tradeoff.to_dict(),
+                                                               "parity": rerun.backends[0].to_dict(),
+                                                               "passed": rerun.passed}}
+    if report_dir:
+        parity_lib.write_reports(result, report_dir)
+        if result.blame:
+            write_json_atomic(Path(report_dir) / "blame.json", result.blame)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        stdout.print(parity_lib.rich_table(result))
+        for check in result.violations:
+            stdout.print(f"[red]FAIL[/red] {check.backend}: {check.message}")
+        if report is not None:
+            stdout.print(report.rich_table())
+        if kept:
+            tradeoff, rerun = kept
+            m = rerun.backends[0]
+            stdout.print(
+                f"keep-float {', '.join(tradeoff.keep_float)} -> {tradeoff.path}: size "
+                f"{tradeoff.baseline.file_size / 1e6:.2f} -> {tradeoff.candidate.file_size / 1e6:.2f} MB, LiteRT latency "
+                f"{tradeoff.baseline.latency_ms:.2f} -> {tradeoff.candidate.latency_ms:.2f} ms (x{tradeoff.latency_ratio:.2f}); "
+                f"agreement {m.top1_agreement * 100:.2f}%"
+                + (f", top-1 drop {m.top1_drop_points:.2f} pts" if m.top1_drop_points is not None else "")
+                + (" [green]passes[/green]" if rerun.passed else " [red]still fails[/red]"))
+        stdout.print("[green]parity: PASS[/green]" if result.passed else "[red]parity: FAIL[/red]")
+    if not result.passed:
+        click.get_current_context().exit(1)

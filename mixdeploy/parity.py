@@ -1,0 +1,344 @@
+"""Accuracy parity: PyTorch is the reference; every other backend is measured against it and gated.
+
+Metrics per backend (all on the same preprocessed images):
+  top-1 / top-5 accuracy (when labels exist) and the top-1 drop vs PyTorch in points,
+  top-1 agreement (fraction of images whose argmax equals PyTorch's), mean logit cosine,
+  max abs logit error, SQNR in dB (10*log10(signal energy / error energy) over all logits),
+  per-class accuracy deltas.
+Thresholds apply to every non-reference backend; each (backend, threshold) pair is one check,
+rendered as one JUnit testcase so CI shows exactly which backend violated what.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from mixdeploy.errors import MixdeployError
+
+MAX_SQNR_DB = 300.0  # identical logits: report a finite ceiling, JSON has no infinity
+
+ProgressFn = Callable[[str, int, int], None]  # (backend name, images done, images total)
+
+
+@dataclass
+class BackendMetrics:
+    backend: str
+    images: int
+    top1_agreement: float                     # fraction, vs the reference argmax
+    mean_cosine: float
+    max_abs_error: float
+    sqnr_db: float
+    top1: float | None = None                 # accuracy, fraction (labels needed)
+    top5: float | None = None
+    reference_top1: float | None = None
+    top1_drop_points: float | None = None     # (reference - candidate) * 100
+    per_class_delta_points: dict[str, float] | None = None
+    path: str | None = None
+    file_size: int | None = None
+    seconds: float | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_top1_agreement: float | None = 0.99
+    max_top1_drop: float | None = 0.5          # points of top-1 accuracy (needs labels)
+    min_cosine: float | None = None
+    min_sqnr_db: float | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Check:
+    backend: str
+    threshold: str
+    limit: float
+    value: float | None
+    passed: bool
+    message: str
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class ParityResult:
+    model: str
+    data: str
+    images: int
+    reference: BackendMetrics
+    backends: list[BackendMetrics]
+    thresholds: Thresholds
+    checks: list[Check] = field(default_factory=list)
+    preprocessing: dict | None = None
+    blame: dict | None = None                 # filled by the CLI when --blame ran
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def violations(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    def to_dict(self) -> dict:
+        return {
+            "passed": self.passed, "model": self.model, "data": self.data, "images": self.images,
+            "thresholds": self.thresholds.to_dict(), "preprocessing": self.preprocessing,
+            "reference": self.reference.to_dict(), "backends": [b.to_dict() for b in self.backends],
+            "checks": [c.to_dict() for c in self.checks],
+            "violations": [c.to_dict() for c in self.violations], "blame": self.blame,
+        }
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def _cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    num = np.sum(a * b, axis=1)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    # two all-zero rows are identical (cos 1); one all-zero row against a non-zero row is 0
+    return np.where(den > 0, num / np.maximum(den, 1e-30), np.where(np.all(a == b, axis=1), 1.0, 0.0))
+
+
+def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
+    signal = float(np.sum(reference.astype(np.float64) ** 2))
+    noise = float(np.sum((reference.astype(np.float64) - candidate) ** 2))
+    if noise <= signal * 10 ** (-MAX_SQNR_DB / 10):
+        return MAX_SQNR_DB
+    return 10.0 * np.log10(max(signal, 1e-300) / noise)
+
+
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    k = min(k, logits.shape[1])
+    topk = np.argpartition(-logits, kth=k - 1, axis=1)[:, :k]
+    return float(np.mean(np.any(topk == labels[:, None], axis=1)))
+
+
+def per_class_accuracy(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    correct = logits.argmax(1) == labels
+    acc = np.full(num_classes, np.nan)
+    for c in range(num_classes):
+        mask = labels == c
+        if mask.any():
+            acc[c] = correct[mask].mean()
+    return acc
+
+
+def compare(reference_logits: np.ndarray, candidate_logits: np.ndarray, labels: np.ndarray | None = None,
+            backend: str = "candidate", class_names: list[str] | None = None) -> BackendMetrics:
+    """Metrics of `candidate_logits` against `reference_logits` (both (N, classes))."""
+    ref = np.asarray(reference_logits, np.float32)
+    cand = np.asarray(candidate_logits, np.float32)
+    if ref.shape != cand.shape:
+        raise MixdeployError(f"{backend} produced logits of shape {cand.shape}, the reference {ref.shape}; "
+                             "the models do not match (different classes or input?)")
+    metrics = BackendMetrics(
+        backend=backend,
+        images=int(len(ref)),
+        top1_agreement=float(np.mean(ref.argmax(1) == cand.argmax(1))),
+        mean_cosine=float(np.mean(_cosine_rows(ref.astype(np.float64), cand.astype(np.float64)))),
+        max_abs_error=float(np.max(np.abs(ref - cand))) if ref.size else 0.0,
+        sqnr_db=float(sqnr_db(ref, cand)),
+    )
+    if labels is not None:
+        labels = np.asarray(labels, np.int64)
+        metrics.top1 = topk_accuracy(cand, labels, 1)
+        metrics.top5 = topk_accuracy(cand, labels, 5)
+        metrics.reference_top1 = topk_accuracy(ref, labels, 1)
+        metrics.top1_drop_points = (metrics.reference_top1 - metrics.top1) * 100.0
+        num_classes = ref.shape[1]
+        names = class_names if class_names and len(class_names) == num_classes else [str(c) for c in range(num_classes)]
+        delta = (per_class_accuracy(cand, labels, num_classes) - per_class_accuracy(ref, labels, num_classes)) * 100.0
+        metrics.per_class_delta_points = {names[c]: float(delta[c]) for c in range(num_classes) if not np.isnan(delta[c])}
+    return metrics
+
+
+def check_thresholds(metrics: BackendMetrics, thresholds: Thresholds) -> list[Check]:
+    """One Check per active threshold; a drop threshold without labels is skipped, not failed."""
+    checks = []
+
+    def add(name, value, limit, ok, text):
+        checks.append(Check(metrics.backend, name, limit, value, ok, text))
+
+    t = thresholds
+    if t.min_top1_agreement is not None:
+        v = metrics.top1_agreement
+        add("min_top1_agreement", v, t.min_top1_agreement, v >= t.min_top1_agreement,
+            f"top-1 agreement {v * 100:.2f}% {'>=' if v >= t.min_top1_agreement else '<'} {t.min_top1_agreement * 100:.2f}%")
+    if t.max_top1_drop is not None and metrics.top1_drop_points is not None:
+        v = metrics.top1_drop_points
+        add("max_top1_drop", v, t.max_top1_drop, v <= t.max_top1_drop,
+            f"top-1 drop {v:.2f} points {'<=' if v <= t.max_top1_drop else '>'} {t.max_top1_drop:.2f}")
+    if t.min_cosine is not None:
+        v = metrics.mean_cosine
+        add("min_cosine", v, t.min_cosine, v >= t.min_cosine,
+            f"mean cosine {v:.5f} {'>=' if v >= t.min_cosine else '<'} {t.min_cosine:.5f}")
+    if t.min_sqnr_db is not None:
+        v = metrics.sqnr_db
+        add("min_sqnr_db", v, t.min_sqnr_db, v >= t.min_sqnr_db,
+            f"SQNR {v:.1f} dB {'>=' if v >= t.min_sqnr_db else '<'} {t.min_sqnr_db:.1f} dB")
+    return checks
+
+
+# ---------------------------------------------------------------- running
+
+
+def _timed_run(runner, images, batch_size, progress: ProgressFn | None) -> tuple[np.ndarray, float]:
+    done = 0
+
+    def step(n):
+        nonlocal done
+        done += n
+        if progress:
+            progress(runner.name, done, len(images))
+
+    started = time.perf_counter()
+    logits = runner.run(images, batch_size=batch_size, progress=step)
+    return logits, time.perf_counter() - started
+
+
+def run_parity(model, tflite_paths=(), onnx_path=None, images=None, thresholds: Thresholds | None = None,
+               progress: ProgressFn | None = None, batch_size: int = 64, num_threads: int | None = None) -> ParityResult:
+    """Run PyTorch (reference), optional ONNX and each TFLite model on `images` (an ImageSet); gate.
+
+    model: a LoadedModel (mixdeploy.models.load_model) or anything with `.module`/`.name`.
+    """
+    from mixdeploy import runtimes
+
+    if images is None or len(images) == 0:
+        raise MixdeployError("parity needs images; pass --data fashion-mnist, an image folder or a .npy")
+    thresholds = thresholds or Thresholds()
+    reference_runner = runtimes.TorchRunner(model.module, name="pytorch", num_threads=num_threads)
+    ref_logits, ref_seconds = _timed_run(reference_runner, images.images, batch_size, progress)
+    reference = compare(ref_logits, ref_logits, images.labels, backend="pytorch", class_names=images.class_names)
+    reference.seconds = ref_seconds
+
+    candidates = []
+    if onnx_path is not None:
+        candidates.append((runtimes.OnnxRunner(onnx_path, name=f"onnx:{Path(str(onnx_path)).name}", num_threads=num_threads), onnx_path))
+    for path in tflite_paths:
+        candidates.append((runtimes.TfliteRunner(path, name=f"tflite:{Path(path).name}", num_threads=num_threads), path))
+
+    backends, checks = [], []
+    for runner, path in candidates:
+        logits, seconds = _timed_run(runner, images.images, batch_size, progress)
+        metrics = compare(ref_logits, logits, images.labels, backend=runner.name, class_names=images.class_names)
+        metrics.path, metrics.seconds = str(path), seconds
+        metrics.file_size = Path(path).stat().st_size if Path(str(path)).is_file() else None
+        backends.append(metrics)
+        checks.extend(check_thresholds(metrics, thresholds))
+    return ParityResult(model=getattr(model, "name", type(model).__name__), data=images.source, images=len(images),
+                        reference=reference, backends=backends, thresholds=thresholds, checks=checks,
+                        preprocessing=model.preprocessing.to_dict() if hasattr(model, "preprocessing") else None)
+
+
+# ---------------------------------------------------------------- renderers
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v * 100:.2f}%"
+
+
+def _num(v: float | None, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def _rows(result: ParityResult) -> list[list[str]]:
+    rows = []
+    for m in [result.reference, *result.backends]:
+        failed = [c.threshold for c in result.checks if c.backend == m.backend and not c.passed]
+        status = "reference" if m is result.reference else ("FAIL: " + ", ".join(failed) if failed else "pass")
+        rows.append([m.backend, _pct(m.top1), _pct(m.top5), _num(m.top1_drop_points, "+.2f"),
+                     _pct(m.top1_agreement), _num(m.mean_cosine, ".5f"), _num(m.max_abs_error, ".4g"),
+                     _num(m.sqnr_db, ".1f"), status])
+    return rows
+
+
+HEADERS = ["backend", "top-1", "top-5", "drop (pts)", "agreement", "cosine", "max |err|", "SQNR dB", "status"]
+
+
+def to_markdown(result: ParityResult) -> str:
+    lines = [
+        f"# Parity: {result.model}",
+        "",
+        f"- data: {result.data} ({result.images} images)",
+        f"- result: **{'PASS' if result.passed else 'FAIL'}**",
+        f"- thresholds: " + ", ".join(f"{k}={v}" for k, v in result.thresholds.to_dict().items() if v is not None),
+        "",
+        "| " + " | ".join(HEADERS) + " |",
+        "|" + "---|" * len(HEADERS),
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in _rows(result)]
+    if result.violations:
+        lines += ["", "## Violations", ""]
+        lines += [f"- `{c.backend}`: {c.message}" for c in result.violations]
+    worst = _worst_class_deltas(result)
+    if worst:
+        lines += ["", "## Largest per-class accuracy changes (points, vs PyTorch)", ""]
+        lines += [f"- `{backend}`: " + ", ".join(f"{name} {delta:+.1f}" for name, delta in items) for backend, items in worst]
+    if result.blame:
+        lines += ["", "## Blame (int8 per-layer error)", "", result.blame.get("markdown", "")]
+    return "\n".join(lines) + "\n"
+
+
+def _worst_class_deltas(result: ParityResult, k: int = 3):
+    out = []
+    for m in result.backends:
+        if m.per_class_delta_points:
+            items = sorted(m.per_class_delta_points.items(), key=lambda kv: kv[1])[:k]
+            if any(abs(d) > 0 for _, d in items):
+                out.append((m.backend, items))
+    return out
+
+
+def to_junit_xml(result: ParityResult) -> str:
+    """One <testcase> per backend per threshold; a violated threshold is a <failure>."""
+    suite = ET.Element("testsuite", name=f"mixdeploy-parity.{result.model}", tests=str(len(result.checks)),
+                       failures=str(len(result.violations)), errors="0", skipped="0")
+    for check in result.checks:
+        case = ET.SubElement(suite, "testcase", classname=f"parity.{check.backend}", name=check.threshold)
+        if not check.passed:
+            failure = ET.SubElement(case, "failure", message=check.message, type="ThresholdViolation")
+            failure.text = f"{check.backend}: {check.message} (value={check.value}, limit={check.limit})"
+        else:
+            ET.SubElement(case, "system-out").text = check.message
+    suites = ET.Element("testsuites")
+    suites.append(suite)
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+def rich_table(result: ParityResult):
+    from rich.table import Table
+
+    table = Table(title=f"parity vs PyTorch - {result.data} ({result.images} images)")
+    for header in HEADERS:
+        table.add_column(header, justify="left" if header in ("backend", "status") else "right")
+    for row in _rows(result):
+        style = "red" if row[-1].startswith("FAIL") else ("dim" if row[-1] == "reference" else "green")
+        table.add_row(*row[:-1], f"[{style}]{row[-1]}[/{style}]")
+    return table
+
+
+def write_reports(result: ParityResult, out_dir) -> dict[str, Path]:
+    """parity.json, parity.md and parity-junit.xml in `out_dir`, each written atomically."""
+    from mixdeploy.atomic import write_json_atomic, write_text_atomic
+
+    out_dir = Path(out_dir)
+    return {
+        "json": write_json_atomic(out_dir / "parity.json", result.to_dict()),
+        "markdown": write_text_atomic(out_dir / "parity.md", to_markdown(result)),
+        "junit": write_text_atomic(out_dir / "parity-junit.xml", to_junit_xml(result)),
+    }

@@ -1,0 +1,78 @@
+"""mixdeploy.runtimes: one interface over PyTorch, onnxruntime and LiteRT, same logits for the same model."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from mixdeploy import runtimes
+from mixdeploy.errors import MixdeployError
+
+
+@pytest.fixture(scope="module")
+def sample(fashion_mnist_small):
+    return fashion_mnist_small.images[:24]
+
+
+@pytest.fixture(scope="module")
+def torch_logits(trained_model, sample):
+    return runtimes.TorchRunner(trained_model.module).run(sample, batch_size=8)
+
+
+def test_onnxruntime_matches_pytorch(trained_artifacts, sample, torch_logits):
+    # a fixed-batch (1) export: the runner feeds one image at a time
+    logits = runtimes.make_runner(trained_artifacts.onnx).run(sample, batch_size=16)
+    np.testing.assert_allclose(logits, torch_logits, rtol=1e-4, atol=1e-4)
+
+
+def test_onnxruntime_dynamic_batch_runs_whole_batches(trained_artifacts, sample, torch_logits):
+    model = onnx.load(str(trained_artifacts.onnx))
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "N"
+    runner = runtimes.OnnxRunner(model)
+    assert runner.fixed_batch is None
+    np.testing.assert_allclose(runner.run(sample, batch_size=10), torch_logits, rtol=1e-4, atol=1e-4)
+
+
+def test_tflite_fp32_matches_pytorch_and_batching_does_not_change_results(trained_artifacts, sample, torch_logits):
+    runner = runtimes.make_runner(trained_artifacts.tflite_fp32)
+    assert runner.input_layout == "nhwc"
+    batched = runner.run(sample, batch_size=7)      # 7 does not divide 24: a ragged last batch
+    single = runtimes.TfliteRunner(trained_artifacts.tflite_fp32, num_threads=1).run(sample, batch_size=1)
+    np.testing.assert_allclose(batched, single, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(batched, torch_logits, rtol=1e-3, atol=1e-3)
+
+
+def test_tflite_int8_io_is_quantized_with_the_tensor_parameters(trained_artifacts, sample, torch_logits):
+    runner = runtimes.TfliteRunner(trained_artifacts.tflite_int8)
+    assert runner.input_dtype == np.int8
+    logits = runner.run(sample, batch_size=8)
+    # Independent path: drive LiteRT by hand, one image, quantizing as the TFLite spec says.
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(trained_artifacts.tflite_int8))
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    (s_in, z_in), (s_out, z_out) = inp["quantization"], out["quantization"]
+    x = sample[:1].transpose(0, 2, 3, 1)
+    interp.set_tensor(inp["index"], np.clip(np.round(x / s_in) + z_in, -128, 127).astype(np.int8))
+    interp.invoke()
+    by_hand = (interp.get_tensor(out["index"]).astype(np.float32) - z_out) * s_out
+    np.testing.assert_allclose(logits[:1], by_hand, atol=s_out * 1.01)
+    # and int8 logits stay close to float ones (cosine), i.e. no dequantization slip
+    cos = np.sum(logits * torch_logits, 1) / np.linalg.norm(logits, axis=1) / np.linalg.norm(torch_logits, axis=1)
+    assert cos.mean() > 0.9
+
+
+def test_make_runner_dispatch_and_errors(trained_model, tmp_path):
+    assert isinstance(runtimes.make_runner(trained_model), runtimes.TorchRunner)
+    assert isinstance(runtimes.make_runner(trained_model.module), runtimes.TorchRunner)
+    with pytest.raises(MixdeployError, match=r"\.onnx or \.tflite"):
+        runtimes.make_runner(tmp_path / "model.pb")
+    with pytest.raises(MixdeployError, match="not found"):
+        runtimes.make_runner(tmp_path / "missing.tflite")
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(MixdeployError, match="cannot load"):
+        runtimes.make_runner(bad)
