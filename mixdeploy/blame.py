@@ -97,15 +97,64 @@ def onnx_nodes_for_tensor(tensor_name: str, node_scopes: dict[str, str]) -> list
     return found
 
 
-def _debug_converter(traced, calibration_nchw: np.ndarray, nhwc: bool):
+@dataclass
+class CalibratedModel:
+    """The float TFLite model annotated with calibrated per-tensor ranges (before quantization)."""
+
+    flatbuffer: bytes
+    node_scopes: dict[str, str]     # ONNX node name -> TF name scope (maps tensors back to nodes)
+    calibration_images: int
+    input_layout: str
+
+
+def calibrate(onnx_model: onnx.ModelProto | str | Path, calibration_nchw: np.ndarray,
+              input_layout: str = "nhwc", range_method: str = "minmax") -> CalibratedModel:
+    """Trace and calibrate exactly as the converter's int8 path does (same ranges), without quantizing."""
     import tensorflow as tf
 
-    from mixdeploy.tflite.quantize import apply_precision
+    from mixdeploy.tflite import calibrate as tflite_calibrate
+    from mixdeploy.tflite.convert import load_onnx
+    from mixdeploy.tflite.graph import trace_onnx
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([traced.concrete_function], traced.module)
-    # float I/O: the debugger compares float outputs; int8 I/O would add input quantization noise
-    apply_precision(converter, "int8", calibration_nchw, "float32", nhwc)
-    return converter
+    if not isinstance(onnx_model, onnx.ModelProto):
+        onnx_model = load_onnx(onnx_model)
+    calibration_nchw = np.asarray(calibration_nchw, np.float32)
+    if len(calibration_nchw) == 0:
+        raise MixdeployError("blame needs calibration images (at least one)")
+    traced = trace_onnx(onnx_model, input_layout)
+    float_model = tf.lite.TFLiteConverter.from_concrete_functions([traced.concrete_function], traced.module).convert()
+    images = np.transpose(calibration_nchw, (0, 2, 3, 1)) if input_layout == "nhwc" else calibration_nchw
+    ranges = tflite_calibrate.measure_ranges(float_model, images, range_method)
+    return CalibratedModel(tflite_calibrate.annotate_ranges(float_model, ranges), dict(traced.node_scopes),
+                           len(calibration_nchw), input_layout)
+
+
+def blame_calibrated(calibrated: CalibratedModel, debug_nchw: np.ndarray) -> BlameReport:
+    """Quantize `calibrated` with numeric-verify ops and let QuantizationDebugger measure each layer."""
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as tf_convert
+
+    from mixdeploy.tflite.quantize import representative_dataset
+
+    debug_nchw = np.asarray(debug_nchw, np.float32)
+    if len(debug_nchw) == 0:
+        raise MixdeployError("blame needs debug images (at least one)")
+    started = time.perf_counter()
+    try:
+        debug_model = tf_convert.mlir_quantize(calibrated.flatbuffer, disable_per_channel=False,
+                                               enable_numeric_verify=True)
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            quant_debug_model_content=debug_model,
+            debug_dataset=representative_dataset(debug_nchw, calibrated.input_layout == "nhwc", None))
+        debugger.run()
+    except Exception as err:  # the debugger surfaces converter errors as long MLIR dumps
+        raise MixdeployError(f"QuantizationDebugger failed: {str(err).strip().splitlines()[0][:300]}; "
+                             "run parity with --no-blame, or report the model") from err
+    dump = io.StringIO()
+    debugger.layer_statistics_dump(dump)
+    layers = _rank(list(csv.DictReader(io.StringIO(dump.getvalue()))), calibrated.node_scopes)
+    return BlameReport(layers=layers, calibration_images=calibrated.calibration_images,
+                       debug_images=len(debug_nchw), seconds=time.perf_counter() - started)
 
 
 def _rank(rows: list[dict], node_scopes: dict[str, str]) -> list[LayerError]:
@@ -127,43 +176,18 @@ def _rank(rows: list[dict], node_scopes: dict[str, str]) -> list[LayerError]:
 
 
 def blame_int8(onnx_model: onnx.ModelProto | str | Path, calibration_nchw: np.ndarray,
-               debug_nchw: np.ndarray | None = None, input_layout: str = "nhwc") -> BlameReport:
+               debug_nchw: np.ndarray | None = None, input_layout: str = "nhwc",
+               range_method: str = "minmax") -> BlameReport:
     """Per-layer int8 error of `onnx_model` quantized with `calibration_nchw`, measured on `debug_nchw`.
 
     Both image sets are NCHW float32, preprocessed like the model input. Cost: one calibration
     (~0.1-0.4 s per image) plus one debug-model run per debug image; keep both small (16-64).
     """
-    import tensorflow as tf
-
-    from mixdeploy.tflite.convert import load_onnx
-    from mixdeploy.tflite.graph import trace_onnx
-    from mixdeploy.tflite.quantize import representative_dataset
-
-    if not isinstance(onnx_model, onnx.ModelProto):
-        onnx_model = load_onnx(onnx_model)
-    calibration_nchw = np.asarray(calibration_nchw, np.float32)
-    debug_nchw = calibration_nchw if debug_nchw is None else np.asarray(debug_nchw, np.float32)
-    if len(calibration_nchw) == 0 or len(debug_nchw) == 0:
-        raise MixdeployError("blame needs calibration and debug images (at least one each)")
     started = time.perf_counter()
-    nhwc = input_layout == "nhwc"
-    traced = trace_onnx(onnx_model, input_layout)
-    converter = _debug_converter(traced, calibration_nchw, nhwc)
-    try:
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=representative_dataset(debug_nchw, nhwc, None))
-        debugger.run()
-    except MixdeployError:
-        raise
-    except Exception as err:  # the debugger surfaces converter errors as long MLIR dumps
-        raise MixdeployError(f"QuantizationDebugger failed: {str(err).strip().splitlines()[0][:300]}; "
-                             "run parity with --no-blame, or report the model") from err
-    dump = io.StringIO()
-    debugger.layer_statistics_dump(dump)
-    rows = list(csv.DictReader(io.StringIO(dump.getvalue())))
-    layers = _rank(rows, traced.node_scopes)
-    return BlameReport(layers=layers, calibration_images=len(calibration_nchw), debug_images=len(debug_nchw),
-                       seconds=time.perf_counter() - started)
+    calibrated = calibrate(onnx_model, calibration_nchw, input_layout, range_method)
+    report = blame_calibrated(calibrated, calibration_nchw if debug_nchw is None else debug_nchw)
+    report.seconds = time.perf_counter() - started
+    return report
 
 
 def suggest_keep_float(report: BlameReport, max_layers: int = 3, factor: float = 2.0) -> list[str]:

@@ -129,6 +129,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from this checkpoint's weights (continue training with a fresh schedule)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output path without extension")
     args = ap.parse_args(argv)
 
@@ -146,6 +148,12 @@ def main(argv=None):
     log(f"data: train {tuple(train_x.shape)} test {tuple(test_x.shape)} at {args.input_size}px, device {device}")
 
     model, model_source = create_mixnet_s(10)
+    init_recipe = None
+    if args.init:
+        init = torch.load(args.init, map_location="cpu", weights_only=True)
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in init["state_dict"].items()})
+        init_recipe = init.get("mixdeploy", {}).get("recipe")
+        log(f"initialized from {args.init} (test top-1 {init.get('mixdeploy', {}).get('test_top1')}%)")
     model.to(device)
     log(f"model: {model_source}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params")
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
@@ -197,7 +205,8 @@ def main(argv=None):
         "augmentation": f"random crop with {args.pad}px zero padding, horizontal flip",
         "steps": step, "epochs": round(step / steps_per_epoch, 3), "train_minutes": round(train_s / 60, 2),
         "time_budget_min": None if args.epochs else args.time_budget_min, "seed": args.seed,
-        "device": str(device), "threads": args.threads, "torch": str(torch.__version__), "python": platform.python_version(),
+        "device": str(device), "threads": args.threads, "init": str(args.init) if args.init else None,
+        "previous_stage": init_recipe, "torch": str(torch.__version__), "python": platform.python_version(),
     }
     meta = {
         "model": "mixnet-s", "num_classes": 10, "class_names": list(FASHION_MNIST_CLASSES),

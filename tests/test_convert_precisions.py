@@ -24,9 +24,9 @@ def wide_conv_graph(channels=48, size=16):
 
     w = RNG.standard_normal((channels, 3, 3, 3)).astype(np.float32)
     w2 = RNG.standard_normal((channels, channels, 1, 1)).astype(np.float32) / channels
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[1] * 4),
-             helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node("Conv", ["r", "w2"], ["y"], kernel_shape=[1, 1])]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv3x3", kernel_shape=[3, 3], pads=[1] * 4),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "w2"], ["y"], name="last_conv", kernel_shape=[1, 1])]
     return helper.make_model(helper.make_graph(
         nodes, "wide", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, size, size])],
@@ -113,3 +113,47 @@ def test_int8_grouped_conv_stays_one_op_and_runs():
     assert inspect_tflite(out).grouped_convs[0]["groups"] == 2
     x = RNG.standard_normal((4, 16, 12, 12)).astype(np.float32)
     assert cosine(tflite_run(out, x), ort_run(model, x)) > 0.999
+
+
+def test_constant_tensor_gets_a_usable_int8_range(tmp_path):
+    """A conv that only ever reads padding (decomposed large kernels at low resolution) outputs a
+    constant; its zero-width range used to give a 1e-8 scale that made XNNPACK abort the process.
+    Run LiteRT (default delegates) in a subprocess so a crash fails this test, not the suite."""
+    import subprocess
+    import sys
+
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = RNG.standard_normal((4, 1, 7, 1)).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([0, 0, 3, 3, 0, 0, 3, 3]), "p"),
+             numpy_helper.from_array(np.array([6]), "s"), numpy_helper.from_array(np.array([8]), "e"),
+             numpy_helper.from_array(np.array([3]), "a")]
+    nodes = [helper.make_node("Pad", ["x", "p"], ["padded"]),
+             helper.make_node("Slice", ["padded", "s", "e", "a"], ["only_padding"]),   # columns 6..7: all zeros
+             helper.make_node("Conv", ["only_padding", "w"], ["y"], group=4, kernel_shape=[7, 1])]
+    model = helper.make_model(helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 2, 2])], inits),
+        opset_imports=[helper.make_opsetid("", 17)])
+    out = tmp_path / "constant.tflite"
+    convert_onnx(model, out, precision="int8", calibration=RNG.standard_normal((4, 4, 2, 2)).astype(np.float32))
+    scale = inspect_tflite(out).outputs[0]["scale"]
+    assert scale > 1e-6
+    script = ("import numpy as np; from ai_edge_litert.interpreter import Interpreter; "
+              f"it = Interpreter(model_path={str(out)!r}); it.allocate_tensors(); d = it.get_input_details()[0]; "
+              "it.set_tensor(d['index'], np.zeros(d['shape'], d['dtype'])); it.invoke(); print('ran')")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "ran" in run.stdout, run.stderr[-500:]
+
+
+def test_keep_float_reaches_the_op_that_produces_the_graph_output():
+    """The last op's output is renamed after the signature; its weights still identify it."""
+    model = wide_conv_graph()
+    out = WORKDIR / "keep_last.tflite"
+    result = convert_onnx(model, out, precision="int8", calibration=calibration(8), io_dtype="float32",
+                          keep_float=["last_conv"])
+    inspection = inspect_tflite(out)
+    # the kept conv computes in float: its weights stay FLOAT32, a DEQUANTIZE feeds it
+    assert "FLOAT32" in inspection.tensor_dtypes
+    assert inspection.outputs[0]["dtype"] == "float32"
+    assert result.op_histogram.get("DEQUANTIZE", 0) >= 1

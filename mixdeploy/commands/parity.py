@@ -19,6 +19,15 @@ from mixdeploy.errors import MixdeployError
 from mixdeploy.preprocess import Preprocessing
 
 MANIFEST_NAME = "manifest.json"
+LOG_WIDTH = 160  # CI logs are not terminals: rich would wrap the table at 80 columns
+
+
+def _console():
+    import sys
+
+    from rich.console import Console
+
+    return stdout if sys.stdout.isatty() else Console(width=LOG_WIDTH)
 
 
 def _manifest_next_to(paths) -> dict:
@@ -205,21 +214,22 @@ def parity(model, tflite_paths, onnx_path, weights, num_classes, input_size, dat
     if as_json:
         print_json(result.to_dict())
     else:
-        stdout.print(parity_lib.rich_table(result))
+        out = _console()
+        out.print(parity_lib.rich_table(result))
         for check in result.violations:
-            stdout.print(f"[red]FAIL[/red] {check.backend}: {check.message}")
+            out.print(f"[red]FAIL[/red] {check.backend}: {check.message}")
         if report is not None:
-            stdout.print(report.rich_table())
+            out.print(report.rich_table())
         if kept:
             tradeoff, rerun = kept
             m = rerun.backends[0]
-            stdout.print(
+            out.print(
                 f"keep-float {', '.join(tradeoff.keep_float)} -> {tradeoff.path}: size "
                 f"{tradeoff.baseline.file_size / 1e6:.2f} -> {tradeoff.candidate.file_size / 1e6:.2f} MB, LiteRT latency "
                 f"{tradeoff.baseline.latency_ms:.2f} -> {tradeoff.candidate.latency_ms:.2f} ms (x{tradeoff.latency_ratio:.2f}); "
                 f"agreement {m.top1_agreement * 100:.2f}%"
                 + (f", top-1 drop {m.top1_drop_points:.2f} pts" if m.top1_drop_points is not None else "")
                 + (" [green]passes[/green]" if rerun.passed else " [red]still fails[/red]"))
-        stdout.print("[green]parity: PASS[/green]" if result.passed else "[red]parity: FAIL[/red]")
+        out.print("[green]parity: PASS[/green]" if result.passed else "[red]parity: FAIL[/red]")
     if not result.passed:
         click.get_current_context().exit(1)

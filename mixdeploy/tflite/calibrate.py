@@ -14,55 +14,110 @@ from typing import Callable
 
 import numpy as np
 
-RANGE_METHODS = ("minmax", "percentile")
+RANGE_METHODS = ("minmax", "percentile", "mse", "avgminmax")
+SAMPLES_PER_IMAGE = 4096      # values kept per tensor and image for the percentile / mse estimators
 
 
 class RangeObserver:
-    """Per-tensor running range over calibration images.
+    """Per-tensor range over calibration images.
 
     minmax: global min/max over all images (what TFLite's calibrator records).
-    percentile: mean over images of each image's extreme percentile (robust to rare outliers).
+    avgminmax: mean over images of each image's min/max.
+    percentile: the 0.01% / 99.99% percentiles of the values pooled over all images.
+    mse: the clipping range that minimizes the int8 quantization MSE of the pooled values.
     """
 
-    def __init__(self, method: str = "minmax", percentile: float = 99.99):
+    def __init__(self, method: str = "avgminmax", percentile: float = 99.99, seed: int = 0):
         self.method = method
         self.percentile = percentile
+        self.rng = np.random.default_rng(seed)
         self.low: dict[int, list[float]] = {}
         self.high: dict[int, list[float]] = {}
+        self.samples: dict[int, list[np.ndarray]] = {}
 
     def observe(self, index: int, values: np.ndarray) -> None:
-        if self.method == "percentile" and values.size > 1000:
-            low, high = np.percentile(values, [100 - self.percentile, self.percentile])
-        else:
-            low, high = values.min(), values.max()
-        self.low.setdefault(index, []).append(float(low))
-        self.high.setdefault(index, []).append(float(high))
+        flat = values.reshape(-1)
+        self.low.setdefault(index, []).append(float(flat.min()))
+        self.high.setdefault(index, []).append(float(flat.max()))
+        if self.method in ("percentile", "mse"):
+            if flat.size > SAMPLES_PER_IMAGE:
+                flat = self.rng.choice(flat, SAMPLES_PER_IMAGE, replace=False)
+            self.samples.setdefault(index, []).append(flat.astype(np.float32, copy=True))
 
     def ranges(self) -> dict[int, tuple[float, float]]:
         result = {}
         for index in self.low:
-            if self.method == "percentile":
+            low, high = min(self.low[index]), max(self.high[index])
+            if self.method == "avgminmax":
                 low, high = float(np.mean(self.low[index])), float(np.mean(self.high[index]))
-            else:
-                low, high = min(self.low[index]), max(self.high[index])
-            result[index] = (min(low, 0.0), max(high, 0.0))   # int8 ranges must contain zero
+            elif self.method == "percentile":
+                pooled = np.concatenate(self.samples[index])
+                low, high = np.percentile(pooled, [100 - self.percentile, self.percentile])
+            elif self.method == "mse":
+                low, high = mse_range(np.concatenate(self.samples[index]), low, high)
+            result[index] = (min(float(low), 0.0), max(float(high), 0.0))   # int8 ranges must contain zero
         return result
 
 
-def activation_tensors(float_model: bytes) -> list[int]:
-    """Indices of float tensors computed at run time (graph inputs and op outputs, not weights)."""
+def mse_range(values: np.ndarray, low: float, high: float, steps: int = 40) -> tuple[float, float]:
+    """Shrink [low, high] by a common factor to minimize the 8-bit fake-quantization MSE of `values`."""
+    low, high = min(low, 0.0), max(high, 0.0)
+    best, best_error = (low, high), np.inf
+    for factor in np.linspace(1.0, 0.2, steps):
+        lo, hi = low * factor, high * factor
+        scale = (hi - lo) / 255.0
+        if scale <= 0:
+            break
+        zero = np.round(-lo / scale)
+        q = np.clip(np.round(values / scale) + zero, 0, 255)
+        error = float(np.mean(((q - zero) * scale - values) ** 2))
+        if error < best_error:
+            best, best_error = (lo, hi), error
+    return best
+
+
+# A tensor that is constant over the calibration set (e.g. a conv that only ever reads padding at a
+# low resolution) gets a zero-width range, hence a ~1e-8 scale; XNNPACK then aborts the process
+# when it prepares the op (requantization scale out of range). Such tensors borrow the range of
+# the op's input instead: any scale represents a constant zero exactly.
+DEGENERATE_WIDTH = 1e-6
+
+
+def activation_tensors(float_model: bytes) -> tuple[list[int], dict[int, int]]:
+    """Float tensors computed at run time (graph inputs and op outputs, not weights), and for each
+    op output the op's first activation input."""
     from mixdeploy.tflite.inspect import _schema
 
     schema = _schema()
-    model = schema.Model.GetRootAsModel(float_model, 0)
-    graph = model.Subgraphs(0)
+    graph = schema.Model.GetRootAsModel(float_model, 0).Subgraphs(0)
     indices = set(graph.InputsAsNumpy().tolist())
+    producer_input: dict[int, int] = {}
     for i in range(graph.OperatorsLength()):
-        indices.update(graph.Operators(i).OutputsAsNumpy().tolist())
-    return sorted(i for i in indices if graph.Tensors(i).Type() == schema.TensorType.FLOAT32)
+        op = graph.Operators(i)
+        outputs = op.OutputsAsNumpy().tolist()
+        indices.update(outputs)
+        first_input = next((int(t) for t in op.InputsAsNumpy().tolist() if t >= 0), None)
+        for out in outputs:
+            if first_input is not None:
+                producer_input[out] = first_input
+    floats = sorted(i for i in indices if graph.Tensors(i).Type() == schema.TensorType.FLOAT32)
+    return floats, producer_input
 
 
-def measure_ranges(float_model: bytes, images_nhwc: np.ndarray, method: str = "minmax",
+def widen_degenerate(ranges: dict[int, tuple[float, float]], producer_input: dict[int, int]):
+    for index in sorted(ranges):   # tensors are numbered roughly in graph order; inputs come first
+        low, high = ranges[index]
+        source = producer_input.get(index)
+        while high - low < DEGENERATE_WIDTH and source in ranges:
+            low, high = ranges[source]
+            source = producer_input.get(source)
+        if high - low < DEGENERATE_WIDTH:
+            low, high = -1.0, 1.0
+        ranges[index] = (low, high)
+    return ranges
+
+
+def measure_ranges(float_model: bytes, images_nhwc: np.ndarray, method: str = "avgminmax",
                    progress: Callable[[int, int], None] | None = None) -> dict[int, tuple[float, float]]:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -70,7 +125,7 @@ def measure_ranges(float_model: bytes, images_nhwc: np.ndarray, method: str = "m
                               experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     interpreter.allocate_tensors()
     input_index = interpreter.get_input_details()[0]["index"]
-    tensors = activation_tensors(float_model)
+    tensors, producer_input = activation_tensors(float_model)
     observer = RangeObserver(method)
     for done, image in enumerate(images_nhwc, start=1):
         interpreter.set_tensor(input_index, np.ascontiguousarray(image[None], np.float32))
@@ -79,7 +134,7 @@ def measure_ranges(float_model: bytes, images_nhwc: np.ndarray, method: str = "m
             observer.observe(index, interpreter.get_tensor(index))
         if progress is not None:
             progress(done, len(images_nhwc))
-    return observer.ranges()
+    return widen_degenerate(observer.ranges(), producer_input)
 
 
 def annotate_ranges(float_model: bytes, ranges: dict[int, tuple[float, float]]) -> bytes:

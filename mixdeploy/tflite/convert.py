@@ -45,7 +45,7 @@ class ConvertResult:
 def convert_onnx(model: onnx.ModelProto, out_path, precision: str = "fp32",
                  calibration: np.ndarray | None = None, io_dtype: str = "int8",
                  input_layout: str = "nhwc", progress: Callable[[int, int], None] | None = None,
-                 keep_float: list[str] | None = None, range_method: str = "minmax") -> ConvertResult:
+                 keep_float: list[str] | None = None, range_method: str = "avgminmax") -> ConvertResult:
     """Convert `model` to TFLite at `out_path`.
 
     calibration: NCHW float32 images, preprocessed exactly like the model's input (needed for
@@ -53,8 +53,9 @@ def convert_onnx(model: onnx.ModelProto, out_path, precision: str = "fp32",
     int16 for int16x8; "float32" keeps float I/O with quantize/dequantize at the ends).
     input_layout: "nhwc" (no transpose in the model) or "nchw" (one TRANSPOSE at the input).
     keep_float: ONNX node names whose ops stay float in a quantized model (selective quantization).
-    range_method: how int8 activation ranges are estimated from the calibration images
-    ("minmax" as TFLite's calibrator, or "percentile").
+    range_method: how int8 activation ranges are estimated from the calibration images:
+    "avgminmax" (default: mean of per-image min/max; best top-1 agreement measured, see
+    docs/converter.md), "minmax" (TFLite's calibrator), "percentile", "mse".
     """
     started = time.perf_counter()
     from mixdeploy.tflite.graph import trace_onnx
@@ -134,7 +135,7 @@ def load_onnx(path) -> onnx.ModelProto:
 
 
 def run_converter(traced, precision, calibration, io_dtype, input_layout, progress, keep_float,
-                  range_method="minmax"):
+                  range_method="avgminmax"):
     import tensorflow as tf
 
     def new_converter():

@@ -78,12 +78,21 @@ def read_model(path: Path):
     return model, len(data)
 
 
-def op_output_names(flatbuffer: bytes) -> list[str]:
-    """Names of every operator's output tensors (subgraph 0), in execution order."""
+def op_tensor_names(flatbuffer: bytes) -> list[tuple[list[str], list[str]]]:
+    """Per operator (subgraph 0, execution order): (output tensor names, names of all its tensors).
+
+    An op that produces a graph output has its output renamed after the signature
+    ('PartitionedCall:0'); its weights still carry the name of the layer they came from.
+    """
     schema = _schema()
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
     graph = model.subgraphs[0]
-    return [tensor_name(graph.tensors[i]) for op in graph.operators or [] for i in op.outputs]
+    result = []
+    for op in graph.operators or []:
+        outputs = [tensor_name(graph.tensors[i]) for i in op.outputs]
+        inputs = [tensor_name(graph.tensors[i]) for i in op.inputs if i >= 0]
+        result.append((outputs, outputs + inputs))
+    return result
 
 
 def inspect_tflite(path) -> TfliteInspection:

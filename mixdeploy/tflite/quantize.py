@@ -86,17 +86,20 @@ def quantize_calibrated(calibrated: bytes, io_dtype: str, denylisted_nodes: list
 
 
 def denylist_for(calibrated: bytes, scopes: list[str]) -> list[str]:
-    """TFLite op-output tensor names that come from the given TF name scopes (= ONNX nodes).
+    """Output tensor names of the TFLite ops that come from the given TF name scopes (= ONNX nodes).
 
-    Fused ops carry every fused op's name joined by ';', so a scope matches any of the parts.
+    Fused ops carry every fused op's name joined by ';', so a scope matches any of the parts;
+    an op is matched through its outputs or its own weights.
     """
-    from mixdeploy.tflite.inspect import op_output_names
+    from mixdeploy.tflite.inspect import op_tensor_names
+
+    def from_scope(name: str) -> bool:
+        return any(part == scope or part.startswith(scope + "/") for part in name.split(";") for scope in scopes)
 
     names = []
-    for name in op_output_names(calibrated):
-        parts = name.split(";")
-        if any(part == scope or part.startswith(scope + "/") for part in parts for scope in scopes):
-            names.append(name)
+    for outputs, all_names in op_tensor_names(calibrated):
+        if any(from_scope(name) for name in all_names):
+            names.extend(outputs)
     return names
 
 
