@@ -44,19 +44,19 @@ def test_int8_agrees_with_the_float_model(trained):
     reference = ort_run(exported, test.images)          # the float model, before any rewrite
     quantized = tflite_run(out, test.images)
     agreement = float(np.mean(quantized.argmax(1) == reference.argmax(1)))
-    # Measured on this checkpoint (docs/converter.md): 94-96% agreement, cosine ~0.96 with the
+    # Measured on this checkpoint (docs/converter.md): 94.5-95.5% agreement, cosine ~0.97 with the
     # default ranges; these bounds guard against regressions, the product goal is 98%.
     assert agreement >= 0.92, f"top-1 agreement {agreement:.3f}"
-    assert cosine(quantized, reference) >= 0.94
+    assert cosine(quantized, reference) >= 0.95
 
 
-def test_int16x8_is_closer_than_int8(trained):
+def test_int16x8_tracks_the_float_model(trained):
     from mixdeploy.tflite.convert import convert_onnx
 
     exported, rewritten, calibration, test = trained
     reference = ort_run(exported, test.images[:200])
     out = WORKDIR / "fashion_int16x8.tflite"
-    convert_onnx(rewritten, out, precision="int16x8", calibration=calibration[:32], io_dtype="float32")
+    convert_onnx(rewritten, out, precision="int16x8", calibration=calibration)
     logits = tflite_run(out, test.images[:200])
     assert cosine(logits, reference) >= 0.995
     assert float(np.mean(logits.argmax(1) == reference.argmax(1))) >= 0.95

@@ -214,6 +214,37 @@ def bench_host(tflite_path: str | os.PathLike, threads: Sequence[int] = (1, 2), 
 
     configs = _build_configs(tflite_path, threads, use_xnnpack, also_without_xnnpack, baselines,
                              onnx_path, torch_module, input_nchw, input_model)
+    results = _run_interleaved(configs, runs, warmup)
+    return HostBenchResult(model_path=tflite_path, input_shape=[int(s) for s in details["shape"]],
+                           input_dtype=np.dtype(details["dtype"]).name, configs=results,
+                           host=host_info())
+
+
+def bench_models(models: dict[str, str | os.PathLike], threads: Sequence[int] = (1, 2), runs: int = 50,
+                 warmup: int = 5, onnx_path: str | os.PathLike | None = None) -> dict[str, dict[str, float]]:
+    """Median ms of several .tflite models (e.g. ours and the peers') timed in ONE interleaved
+    run, so load changes on a shared machine hit every model alike. With `onnx_path`, the
+    ONNX in onnxruntime joins as "onnxruntime fp32". Returns {label: {"1": ms, "2": ms}}."""
+    configs, labels = [], []
+    for label, path in models.items():
+        _, model_input = random_inputs(tflite_input_details(str(path)))
+        for n in threads:
+            configs.append(_Config("litert", n, True, _litert_runner(str(path), n, True, model_input)))
+            labels.append(label)
+    if onnx_path is not None:
+        first = tflite_input_details(str(next(iter(models.values()))))
+        input_nchw, _ = random_inputs(first)
+        for n in threads:
+            configs.append(_Config("onnxruntime", n, None, _onnxruntime_runner(str(onnx_path), n, input_nchw)))
+            labels.append("onnxruntime fp32")
+    medians: dict[str, dict[str, float]] = {}
+    for label, result in zip(labels, _run_interleaved(configs, runs, warmup)):
+        medians.setdefault(label, {})[str(result.threads)] = result.median_ms
+    return medians
+
+
+def _run_interleaved(configs: list[_Config], runs: int, warmup: int) -> list[HostConfigResult]:
+    """Prepare every config, then time one run of each per round, `runs` rounds."""
     prepared = []
     for config in configs:
         with _MemoryProbe() as probe:
@@ -230,12 +261,8 @@ def bench_host(tflite_path: str | os.PathLike, threads: Sequence[int] = (1, 2), 
             start = time.perf_counter()
             run()
             samples[i].append((time.perf_counter() - start) * 1000)
-
-    results = [_summarise(config, init_ms, mem, facts, times)
-               for (config, _, init_ms, mem, facts), times in zip(prepared, samples)]
-    return HostBenchResult(model_path=tflite_path, input_shape=[int(s) for s in details["shape"]],
-                           input_dtype=np.dtype(details["dtype"]).name, configs=results,
-                           host=host_info())
+    return [_summarise(config, init_ms, mem, facts, times)
+            for (config, _, init_ms, mem, facts), times in zip(prepared, samples)]
 
 
 def _build_configs(tflite_path, threads, use_xnnpack, also_without_xnnpack, baselines, onnx_path,

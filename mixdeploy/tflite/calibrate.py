@@ -44,11 +44,14 @@ class RangeObserver:
                 flat = self.rng.choice(flat, SAMPLES_PER_IMAGE, replace=False)
             self.samples.setdefault(index, []).append(flat.astype(np.float32, copy=True))
 
-    def ranges(self) -> dict[int, tuple[float, float]]:
+    def ranges(self, full_range: set[int] = frozenset()) -> dict[int, tuple[float, float]]:
+        """full_range: tensors that keep the global min/max whatever the method (the model outputs)."""
         result = {}
         for index in self.low:
             low, high = min(self.low[index]), max(self.high[index])
-            if self.method == "avgminmax":
+            if index in full_range:
+                pass
+            elif self.method == "avgminmax":
                 low, high = float(np.mean(self.low[index])), float(np.mean(self.high[index]))
             elif self.method == "percentile":
                 pooled = np.concatenate(self.samples[index])
@@ -134,7 +137,10 @@ def measure_ranges(float_model: bytes, images_nhwc: np.ndarray, method: str = "a
             observer.observe(index, interpreter.get_tensor(index))
         if progress is not None:
             progress(done, len(images_nhwc))
-    return widen_degenerate(observer.ranges(), producer_input)
+    # Clipping the logits would cut the largest ones (cosine drops) and buy no resolution that
+    # matters for top-1, so the outputs keep their full range.
+    outputs = {d["index"] for d in interpreter.get_output_details()}
+    return widen_degenerate(observer.ranges(full_range=outputs), producer_input)
 
 
 def annotate_ranges(float_model: bytes, ranges: dict[int, tuple[float, float]]) -> bytes:
