@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import onnx
 import pytest
 
@@ -76,3 +77,17 @@ def test_tensor_names_map_back_to_onnx_nodes():
     assert blame.onnx_nodes_for_tensor("blocks.1.0.conv_pw.0/Conv2D1", scopes) == ["blocks.1.0.conv_pw.0"]
     assert blame.onnx_nodes_for_tensor("bn1.act/Relu/Relu;conv_stem/Conv2D", scopes) == ["bn1.act/Relu", "conv_stem"]
     assert blame.onnx_nodes_for_tensor("unrelated/op", scopes) == []
+
+
+def test_keep_float_reexport_leaves_the_layer_float_and_reports_its_cost(trained_artifacts, tmp_path):
+    model = onnx.load(str(trained_artifacts.onnx_opt))
+    result = blame.reexport_keep_float(model, [TARGET], trained_artifacts.calibration[:16],
+                                       tmp_path / "keep.tflite", trained_artifacts.tflite_int8)
+    from ai_edge_litert.interpreter import Interpreter
+
+    details = Interpreter(model_path=str(result.path)).get_tensor_details()
+    target_outputs = [d for d in details if TARGET + "/" in d["name"] and d["dtype"] == np.float32]
+    assert target_outputs, "the kept layer should compute in float"
+    assert result.candidate.file_size > result.baseline.file_size   # float weights take 4x the bytes
+    assert result.baseline.latency_ms > 0 and result.candidate.latency_ms > 0
+    assert result.to_dict()["keep_float"] == [TARGET]

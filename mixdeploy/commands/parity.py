@@ -84,11 +84,12 @@ def _calibration(source, data_source, preprocessing, count, images) -> np.ndarra
     return images.images[:count]
 
 
-def _run_blame(result, int8_paths, args, loaded, preprocessing, images, progress):
+def _run_blame(result, int8_paths, args, loaded, preprocessing, images, progress, force=False):
+    """Blame the first failing int8 model (or, when `force`d by --keep-float auto, the first int8 model)."""
     from mixdeploy import blame
 
     failing = {c.backend for c in result.violations}
-    targets = [p for p in int8_paths if f"tflite:{Path(p).name}" in failing]
+    targets = [p for p in int8_paths if f"tflite:{Path(p).name}" in failing] or (list(int8_paths) if force else [])
     if not targets:
         return None
     target = targets[0]
@@ -187,8 +188,10 @@ def parity(model, tflite_paths, onnx_path, weights, num_classes, input_size, dat
                                        thresholds=thresholds, progress=progress, batch_size=batch_size,
                                        num_threads=threads)
         int8_paths = [p for p in tflite_paths if _is_full_integer(p)]
-        blamed = _run_blame(result, int8_paths, args, loaded, preprocessing, images, progress) \
-            if blame and not result.passed and int8_paths else None
+        auto_keep = bool(keep_float) and keep_float.strip().lower() == "auto"
+        wants_blame = (blame and not result.passed) or auto_keep
+        blamed = _run_blame(result, int8_paths, args, loaded, preprocessing, images, progress, force=auto_keep) \
+            if wants_blame and int8_paths else None
         report, kept = None, None
         if blamed:
             report, result.blame, onnx_file, calib, target = blamed
