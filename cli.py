@@ -6,8 +6,11 @@ Commands live one per module in mixdeploy/commands/ and are imported lazily, so
 
 from __future__ import annotations
 
+import atexit
 import importlib
+import os
 import sys
+import tempfile
 
 import click
 
@@ -50,7 +53,25 @@ def cli():
     """Export MixNet classifiers from PyTorch to int8 TFLite, check parity, benchmark on phones."""
 
 
+def divert_native_stderr() -> None:
+    """Send what C++ libraries print (TensorFlow's converter and oneDNN banners, XNNPACK notes)
+    to a log file, so the terminal shows our progress and results only. Python's own stderr
+    (rich progress, warnings, errors) keeps the terminal. The log is kept only if the process
+    dies before exiting normally (a native crash), with its path named on the first line.
+    MIXDEPLOY_NATIVE_LOGS=1 keeps everything on the terminal."""
+    if os.environ.get("MIXDEPLOY_NATIVE_LOGS") == "1":
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    log = tempfile.NamedTemporaryFile(prefix="mixdeploy-native-", suffix=".log", delete=False)
+    terminal = os.fdopen(os.dup(2), "w", buffering=1)
+    sys.stderr.flush()
+    os.dup2(log.fileno(), 2)
+    sys.stderr = terminal
+    atexit.register(os.unlink, log.name)
+
+
 def main(argv=None):
+    divert_native_stderr()
     return cli.main(args=argv, prog_name="mixdeploy")
 
 

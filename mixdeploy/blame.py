@@ -107,8 +107,17 @@ class CalibratedModel:
     input_layout: str
 
 
+def converter_range_method() -> str:
+    """The converter's default range estimator, so blame sees the ranges `convert_onnx` would use."""
+    import inspect
+
+    from mixdeploy.tflite.convert import convert_onnx
+
+    return inspect.signature(convert_onnx).parameters["range_method"].default
+
+
 def calibrate(onnx_model: onnx.ModelProto | str | Path, calibration_nchw: np.ndarray,
-              input_layout: str = "nhwc", range_method: str = "minmax") -> CalibratedModel:
+              input_layout: str = "nhwc", range_method: str | None = None) -> CalibratedModel:
     """Trace and calibrate exactly as the converter's int8 path does (same ranges), without quantizing."""
     import tensorflow as tf
 
@@ -124,7 +133,7 @@ def calibrate(onnx_model: onnx.ModelProto | str | Path, calibration_nchw: np.nda
     traced = trace_onnx(onnx_model, input_layout)
     float_model = tf.lite.TFLiteConverter.from_concrete_functions([traced.concrete_function], traced.module).convert()
     images = np.transpose(calibration_nchw, (0, 2, 3, 1)) if input_layout == "nhwc" else calibration_nchw
-    ranges = tflite_calibrate.measure_ranges(float_model, images, range_method)
+    ranges = tflite_calibrate.measure_ranges(float_model, images, range_method or converter_range_method())
     return CalibratedModel(tflite_calibrate.annotate_ranges(float_model, ranges), dict(traced.node_scopes),
                            len(calibration_nchw), input_layout)
 
@@ -177,7 +186,7 @@ def _rank(rows: list[dict], node_scopes: dict[str, str]) -> list[LayerError]:
 
 def blame_int8(onnx_model: onnx.ModelProto | str | Path, calibration_nchw: np.ndarray,
                debug_nchw: np.ndarray | None = None, input_layout: str = "nhwc",
-               range_method: str = "minmax") -> BlameReport:
+               range_method: str | None = None) -> BlameReport:
     """Per-layer int8 error of `onnx_model` quantized with `calibration_nchw`, measured on `debug_nchw`.
 
     Both image sets are NCHW float32, preprocessed like the model input. Cost: one calibration

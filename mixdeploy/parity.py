@@ -23,6 +23,9 @@ import numpy as np
 from mixdeploy.errors import MixdeployError
 
 MAX_SQNR_DB = 300.0  # identical logits: report a finite ceiling, JSON has no infinity
+# Count-based metrics land exactly on limits (e.g. 0.880 - 0.875 = 0.5000000000000004 points):
+# compare with a tolerance far below one image's worth so "drop 0.50 <= 0.50" passes.
+LIMIT_TOLERANCE = 1e-9
 
 ProgressFn = Callable[[str, int, int], None]  # (backend name, images done, images total)
 
@@ -172,23 +175,29 @@ def check_thresholds(metrics: BackendMetrics, thresholds: Thresholds) -> list[Ch
     def add(name, value, limit, ok, text):
         checks.append(Check(metrics.backend, name, limit, value, ok, text))
 
+    def at_least(v, limit):
+        return v >= limit - LIMIT_TOLERANCE
+
+    def at_most(v, limit):
+        return v <= limit + LIMIT_TOLERANCE
+
     t = thresholds
     if t.min_top1_agreement is not None:
         v = metrics.top1_agreement
-        add("min_top1_agreement", v, t.min_top1_agreement, v >= t.min_top1_agreement,
-            f"top-1 agreement {v * 100:.2f}% {'>=' if v >= t.min_top1_agreement else '<'} {t.min_top1_agreement * 100:.2f}%")
+        add("min_top1_agreement", v, t.min_top1_agreement, at_least(v, t.min_top1_agreement),
+            f"top-1 agreement {v * 100:.2f}% {'>=' if at_least(v, t.min_top1_agreement) else '<'} {t.min_top1_agreement * 100:.2f}%")
     if t.max_top1_drop is not None and metrics.top1_drop_points is not None:
         v = metrics.top1_drop_points
-        add("max_top1_drop", v, t.max_top1_drop, v <= t.max_top1_drop,
-            f"top-1 drop {v:.2f} points {'<=' if v <= t.max_top1_drop else '>'} {t.max_top1_drop:.2f}")
+        add("max_top1_drop", v, t.max_top1_drop, at_most(v, t.max_top1_drop),
+            f"top-1 drop {v:.2f} points {'<=' if at_most(v, t.max_top1_drop) else '>'} {t.max_top1_drop:.2f}")
     if t.min_cosine is not None:
         v = metrics.mean_cosine
-        add("min_cosine", v, t.min_cosine, v >= t.min_cosine,
-            f"mean cosine {v:.5f} {'>=' if v >= t.min_cosine else '<'} {t.min_cosine:.5f}")
+        add("min_cosine", v, t.min_cosine, at_least(v, t.min_cosine),
+            f"mean cosine {v:.5f} {'>=' if at_least(v, t.min_cosine) else '<'} {t.min_cosine:.5f}")
     if t.min_sqnr_db is not None:
         v = metrics.sqnr_db
-        add("min_sqnr_db", v, t.min_sqnr_db, v >= t.min_sqnr_db,
-            f"SQNR {v:.1f} dB {'>=' if v >= t.min_sqnr_db else '<'} {t.min_sqnr_db:.1f} dB")
+        add("min_sqnr_db", v, t.min_sqnr_db, at_least(v, t.min_sqnr_db),
+            f"SQNR {v:.1f} dB {'>=' if at_least(v, t.min_sqnr_db) else '<'} {t.min_sqnr_db:.1f} dB")
     return checks
 
 

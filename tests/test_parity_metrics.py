@@ -136,3 +136,17 @@ def test_run_parity_renders_json_markdown_and_junit(tmp_path, monkeypatch):
     assert all(cls == "parity.tflite:broken.tflite" for cls, _ in failed)
     markdown = paths["markdown"].read_text()
     assert "**FAIL**" in markdown and "tflite:broken.tflite" in markdown
+
+
+def test_a_value_exactly_on_the_limit_passes():
+    # 176/200 vs 175/200 correct: a drop of exactly 0.5 points, which float subtraction makes 0.5000000000000004
+    labels = np.zeros(200, np.int64)
+    ref = np.zeros((200, 2), np.float32)
+    ref[:176, 0] = 1
+    ref[176:, 1] = 1
+    cand = ref.copy()
+    cand[175] = [0, 1]
+    m = parity.compare(ref, cand, labels)
+    assert m.top1_drop_points == pytest.approx(0.5)
+    checks = parity.check_thresholds(m, parity.Thresholds(min_top1_agreement=0.995, max_top1_drop=0.5))
+    assert all(c.passed for c in checks), [c.message for c in checks]

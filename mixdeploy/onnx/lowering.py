@@ -179,6 +179,10 @@ def decompose_depthwise_conv(graph: ir.Graph, namer: Namer, conv: ConvInfo,
         row_start, col_start = r0 * dh, c0 * dw
         row_stop = row_start + (out_h - 1) * sh + dh * (r1 - r0 - 1) + 1
         col_stop = col_start + (out_w - 1) * sw + dw * (c1 - c0 - 1) + 1
+        if (_only_padding(row_start, row_stop, t, hw[0]) or _only_padding(col_start, col_stop, l, hw[1])):
+            # On small feature maps a big kernel's outer pieces read nothing but zero padding:
+            # they add exactly 0, and int8 cannot even calibrate them (a constant zero range).
+            continue
         window = padded
         if (row_start, col_start, row_stop, col_stop) != (0, 0, hp, wp):
             starts = add_initializer(graph, namer, f"{node.name}.piece{i}.starts", np.array([row_start, col_start], np.int64))
@@ -188,7 +192,7 @@ def decompose_depthwise_conv(graph: ir.Graph, namer: Namer, conv: ConvInfo,
             new_nodes.append(sl)
             window = sl.outputs[0]
         inputs = [window, add_initializer(graph, namer, f"{node.name}.piece{i}.weight", sub_kernel)]
-        if i == 0 and conv.bias is not None:  # the bias is added once, by the first piece
+        if total is None and conv.bias is not None:  # the bias is added once, by the first piece
             inputs.append(add_initializer(graph, namer, f"{node.name}.piece{i}.bias", conv.bias))
         piece = new_node(namer, f"{node.name}/piece{i}", "Conv", inputs,
                          conv_attributes(conv.group, conv.strides, (0, 0, 0, 0), conv.dilations, kernel=(r1 - r0, c1 - c0)))
@@ -203,6 +207,11 @@ def decompose_depthwise_conv(graph: ir.Graph, namer: Namer, conv: ConvInfo,
     graph.insert_before(node, new_nodes)
     replace_value(node.outputs[0], total)
     return [n.name for n in new_nodes]
+
+
+def _only_padding(start: int, stop: int, pad_before: int, size: int) -> bool:
+    """Does the padded-input interval [start, stop) lie wholly in the zero padding?"""
+    return stop <= pad_before or start >= pad_before + size
 
 
 def is_slow_kernel(kernel: tuple[int, int]) -> bool:
