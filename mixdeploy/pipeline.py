@@ -203,8 +203,14 @@ def _model_facts(loaded, macs) -> dict:
 
 
 def _as_dict(result) -> dict:
-    if hasattr(result, "to_dict"):
-        return result.to_dict()
+    """A stage result as manifest facts; file paths become names (the staging folder is gone)."""
+    facts = result.to_dict() if hasattr(result, "to_dict") else _plain_fields(result)
+    if "path" in facts:
+        facts["path"] = Path(facts["path"]).name
+    return facts
+
+
+def _plain_fields(result) -> dict:
     import dataclasses
 
     out = {}

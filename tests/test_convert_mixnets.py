@@ -135,5 +135,5 @@ def test_our_models_through_the_whole_pipeline(name, lowering):
     assert inspection.transpose_count == 0
     assert inspection.grouped_convs   # MixNet's a1.1/p1.1 grouped 1x1 convs survive as grouped CONV_2D
     large = [n for n in rewritten.graph.node if n.op_type == "Conv" and conv_attrs(n).get("group", 1) > 1
-             and max(conv_attrs(n)["kernel_shape"]) > 5]
+             and np.prod(conv_attrs(n)["kernel_shape"]) > 25]
     assert len(inspection.large_depthwise) == len(large)

@@ -30,7 +30,7 @@ def inspect(path, as_json, all_concats):
                      f"{sorted({g['groups'] for g in result.grouped_convs})})")
     if result.large_depthwise:
         kernels = sorted({f"{d['kernel'][0]}x{d['kernel'][1]}" for d in result.large_depthwise})
-        stdout.print(f"[yellow]{len(result.large_depthwise)} depthwise convs above 5x5[/] ({', '.join(kernels)}): "
+        stdout.print(f"[yellow]{len(result.large_depthwise)} depthwise convs over 25 taps[/] ({', '.join(kernels)}): "
                      "off XNNPACK's fast depthwise path; consider `--lowering decompose`")
     concat = concat_table(result.concatenations, all_concats)
     if concat is not None:

@@ -2,7 +2,8 @@
 
 Op histogram, tensor types, I/O details, CONCATENATION input vs output scales (TFLite forces
 one scale on a concat; a mismatch means a requantize or a branch squeezed into a coarse scale),
-depthwise convs above 5x5 (off XNNPACK's fast depthwise path), TRANSPOSE count.
+depthwise convs over 25 taps (off XNNPACK's fast depthwise path: its depthwise kernels
+go up to 25 taps, so 5x5 and 7x3 are fast, 7x7 is not), TRANSPOSE count.
 The flatbuffer is parsed with the schema bindings shipped in ai-edge-litert (no interpreter needed).
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mixdeploy.errors import MixdeployError
+from mixdeploy.onnx.lowering import MAX_FAST_TAPS
 
 SCALE_RTOL = 1e-6
 
@@ -36,7 +38,7 @@ class TfliteInspection:
     inputs: list[dict]
     outputs: list[dict]
     concatenations: list[ConcatScales] = field(default_factory=list)
-    large_depthwise: list[dict] = field(default_factory=list)     # kernel > 5x5
+    large_depthwise: list[dict] = field(default_factory=list)     # kernel over 25 taps
     grouped_convs: list[dict] = field(default_factory=list)       # CONV_2D with 1 < groups
     transpose_count: int = 0
 
@@ -124,7 +126,7 @@ def inspect_tflite(path) -> TfliteInspection:
                 concats.append(concat_scales(tensors, op))
             elif name == "DEPTHWISE_CONV_2D":
                 kh, kw = tensor_shape(tensors[op.inputs[1]])[1:3]
-                if kh > 5 or kw > 5:
+                if kh * kw > MAX_FAST_TAPS:
                     large_dw.append({"output": tensor_name(tensors[op.outputs[0]]), "kernel": [kh, kw]})
             elif name == "CONV_2D":
                 in_channels = tensor_shape(tensors[op.inputs[0]])[-1]
