@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# The `auto` lowering caches its per-layer timings; tests measure into a private folder so a
+# developer's real cache neither leaks into test results nor gets filled by them.
+os.environ.setdefault("MIXDEPLOY_CACHE_DIR", tempfile.mkdtemp(prefix="mixdeploy-test-cache-"))
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))  # `from timm_oracle import timm`
