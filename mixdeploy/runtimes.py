@@ -130,6 +130,11 @@ class TfliteRunner:
         try:
             self.interpreter.resize_tensor_input(self._input["index"], shape, strict=False)
             self.interpreter.allocate_tensors()
+            # A graph with a hard-coded batch (e.g. Reshape to [1, C] before the classifier,
+            # as litert-torch writes) accepts the resize but still yields one row: not batchable.
+            output_batch = int(self.interpreter.get_output_details()[0]["shape"][0])
+            if output_batch != batch:
+                raise ValueError(f"output batch {output_batch} != input batch {batch}")
         except Exception:  # noqa: BLE001 — fall back to the model's native batch
             shape[0] = int(self._input["shape"][0])
             self.interpreter.resize_tensor_input(self._input["index"], shape)

@@ -76,3 +76,25 @@ def test_make_runner_dispatch_and_errors(trained_model, tmp_path):
     bad.write_bytes(b"garbage")
     with pytest.raises(MixdeployError, match="cannot load"):
         runtimes.make_runner(bad)
+
+
+def test_tflite_runner_does_not_batch_a_graph_with_a_hard_coded_batch(tmp_path):
+    """litert-torch writes Reshape([1, C]) before the classifier: resizing the input to a batch
+    'works' but yields one row. The runner must notice and run image by image."""
+    import tensorflow as tf
+
+    from mixdeploy.runtimes import TfliteRunner
+
+    weights = np.random.default_rng(0).standard_normal((48, 5)).astype(np.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 4, 4, 3], tf.float32)])
+    def fixed_batch(x):
+        return tf.matmul(tf.reshape(x, [1, 48]), weights)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fixed_batch.get_concrete_function()], fixed_batch)
+    path = tmp_path / "fixed_batch.tflite"
+    path.write_bytes(converter.convert())
+    images = np.random.default_rng(1).standard_normal((7, 3, 4, 4)).astype(np.float32)
+    logits = TfliteRunner(path).run(images, batch_size=4)
+    expected = images.transpose(0, 2, 3, 1).reshape(7, 48) @ weights
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
