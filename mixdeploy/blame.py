@@ -244,21 +244,11 @@ class KeepFloatResult:
 
 
 def time_tflite(path, runs: int = 30, warmup: int = 5, threads: int = 1) -> ModelCost:
-    """Median single-image latency with LiteRT (the same interpreter parity uses)."""
-    from mixdeploy.runtimes import TfliteRunner
+    """Median single-image latency with LiteRT, measured by the host benchmark."""
+    from mixdeploy.bench.host import bench_host
 
-    runner = TfliteRunner(path, num_threads=threads)
-    runner._resize(1)
-    details = runner.interpreter.get_input_details()[0]
-    sample = np.zeros(details["shape"], details["dtype"])
-    times = []
-    for i in range(warmup + runs):
-        runner.interpreter.set_tensor(details["index"], sample)
-        started = time.perf_counter()
-        runner.interpreter.invoke()
-        if i >= warmup:
-            times.append((time.perf_counter() - started) * 1000.0)
-    return ModelCost(path=str(path), file_size=Path(path).stat().st_size, latency_ms=float(np.median(times)), threads=threads)
+    timing = bench_host(path, threads=(threads,), runs=runs, warmup=warmup).best()
+    return ModelCost(path=str(path), file_size=Path(path).stat().st_size, latency_ms=timing.median_ms, threads=threads)
 
 
 def reexport_keep_float(onnx_model, keep_float: list[str], calibration_nchw: np.ndarray, out_path,

@@ -220,8 +220,10 @@ def count_macs_onnx(model, input_size: int | None = None) -> MacReport:
     """
     import onnx
 
+    from mixdeploy.onnx import load_onnx
+
     source = str(model) if not isinstance(model, onnx.ModelProto) else (model.graph.name or "onnx model")
-    proto = _load_onnx(model) if not isinstance(model, onnx.ModelProto) else model
+    proto = load_onnx(model, input_size) if not isinstance(model, onnx.ModelProto) else model
     proto, input_size = _with_static_input(proto, input_size)
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
@@ -239,18 +241,6 @@ def count_macs_onnx(model, input_size: int | None = None) -> MacReport:
             by_op[op_type] += count
             by_stage[stage_of(_onnx_scopes(node))] += count
     return _report(by_stage, by_op, _onnx_params(inferred), input_size, source)
-
-
-def _load_onnx(path) -> "onnx.ModelProto":
-    import onnx
-
-    path = Path(path)
-    if not path.is_file():
-        raise MixdeployError(f"ONNX file not found: {path}")
-    try:
-        return onnx.load(str(path))
-    except Exception as err:
-        raise MixdeployError(f"cannot read {path} as ONNX ({err}); the file is corrupt or not an ONNX model.") from err
 
 
 def _graph_inputs(proto):

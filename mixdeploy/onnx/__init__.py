@@ -18,11 +18,11 @@ def load_onnx(path, input_size: int | None = None) -> onnx.ModelProto:
     path = Path(path)
     if not path.is_file():
         raise MixdeployError(f"{path}: no such file. Pass the path of an .onnx model (see `mixdeploy export`).")
-    data = path.read_bytes()
-    if not data:
+    if path.stat().st_size == 0:
         raise MixdeployError(f"{path} is empty. Re-export the model with `mixdeploy export`.")
     try:
-        model = onnx.load_from_string(data)
+        # onnx.load (not load_from_string): big exports keep weights in a side file (.onnx.data)
+        model = onnx.load(str(path))
     except Exception as err:  # protobuf's DecodeError and friends
         raise MixdeployError(f"{path} is not a readable ONNX model ({type(err).__name__}: {err}); "
                              "the file may be truncated or not ONNX. Re-export it with `mixdeploy export`.") from err

@@ -18,6 +18,7 @@ import onnx
 
 from mixdeploy.atomic import write_bytes_atomic
 from mixdeploy.errors import MixdeployError
+from mixdeploy.onnx import load_onnx  # noqa: F401  (also the converter's entry for ONNX files)
 from mixdeploy.tflite.quantize import (FULL_INTEGER, QuantizationSettings, apply_precision,
                                        check_precision_args)
 
@@ -117,21 +118,6 @@ def check_keep_float(keep_float: list[str], precision: str, node_scopes: dict[st
     if unknown:
         raise MixdeployError(f"keep_float names nodes not in the ONNX graph: {', '.join(unknown[:5])}; "
                              "use node names of the converted ONNX graph (e.g. 'blocks.2.0.conv_dw.1')")
-
-
-def load_onnx(path) -> onnx.ModelProto:
-    """Read and check an ONNX file; a missing, truncated or invalid file is a MixdeployError."""
-    path = Path(path)
-    if not path.is_file():
-        raise MixdeployError(f"no such ONNX file: {path}")
-    try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-    except Exception as err:  # protobuf DecodeError, checker ValidationError, ...
-        raise MixdeployError(f"{path} is not a valid ONNX model ({type(err).__name__}: "
-                             f"{str(err).splitlines()[0][:200] if str(err) else 'unreadable'}); "
-                             "export it again with `mixdeploy export`") from err
-    return model
 
 
 def run_converter(traced, precision, calibration, io_dtype, input_layout, progress, keep_float,
