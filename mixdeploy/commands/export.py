@@ -66,7 +66,7 @@ def export(model, weights, num_classes, input_size, fmt, int8, fp16, dynamic, in
 
 def _print_files(result) -> None:
     model = result.manifest["model"]
-    table = Table(title=f"{model['name']}: {model['params'] / 1e6:.2f}M params, {model['macs'] / 1e6:.0f}M MACs"
+    table = Table(title=f"{model['name']}: {model['params'] / 1e6:.2f}M params, {model['macs'] / 1e6:.1f}M MACs"
                         f" -> {result.out_dir}")
     for column in ("file", "size", "ops"):
         table.add_column(column)
@@ -87,10 +87,11 @@ def _short_histogram(histogram: dict) -> str:
 
 def _print_parity(parity: dict) -> None:
     table = Table(title=f"Parity vs PyTorch on {parity['images']} images of {parity['data']}")
-    for column in ("model", "top-1", "top-1 agreement", "logit cosine", "max abs err", "SQNR dB"):
+    table.add_column("model", no_wrap=True)
+    for column in ("top-1", "top-1 agreement", "logit cosine", "max abs err", "SQNR dB"):
         table.add_column(column, justify="right")
     if "reference_top1" in parity:
-        table.add_row("PyTorch (reference)", f"{parity['reference_top1']:.2%}", "", "", "", "")
+        table.add_row("PyTorch", f"{parity['reference_top1']:.2%}", "", "", "", "")
     for name, m in parity["backends"].items():
         top1 = f"{m['top1']:.2%}" if m.get("top1") is not None else "-"
         table.add_row(name, top1, f"{m['top1_agreement']:.2%}", f"{m['mean_cosine']:.4f}",
