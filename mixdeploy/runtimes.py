@@ -91,6 +91,19 @@ class OnnxRunner:
         return np.concatenate(outputs).astype(np.float32).reshape(len(images_nchw), -1)
 
 
+def quantize_for_input(values: np.ndarray, details: dict) -> np.ndarray:
+    """Float values -> a TFLite input's dtype (int8/int16 via its scale / zero point)."""
+    dtype = np.dtype(details["dtype"])
+    if dtype.kind == "f":
+        return values.astype(dtype)
+    scale, zero_point = details["quantization"]
+    if not scale:
+        raise MixdeployError(f"input {details['name']} is {dtype} without a quantization scale: "
+                             f"cannot feed it float data")
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(values / scale + zero_point), info.min, info.max).astype(dtype)
+
+
 class TfliteRunner:
     """LiteRT interpreter (XNNPACK) over a .tflite; NCHW in, NHWC to the model; int8/int16 I/O handled."""
 
@@ -144,12 +157,7 @@ class TfliteRunner:
         self._allocated_batch = int(self._input["shape"][0])
 
     def _quantize_input(self, x: np.ndarray) -> np.ndarray:
-        dtype = self._input["dtype"]
-        if dtype in (np.float32, np.float16):
-            return x.astype(dtype)
-        scale, zero_point = self._input["quantization"]
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(x / scale + zero_point), info.min, info.max).astype(dtype)
+        return quantize_for_input(x, self._input)
 
     def _dequantize_output(self, y: np.ndarray) -> np.ndarray:
         if self._output["dtype"] in (np.float32, np.float16):

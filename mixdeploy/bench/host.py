@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from mixdeploy.errors import MixdeployError
+from mixdeploy.runtimes import quantize_for_input
 
 
 @dataclass
@@ -180,11 +181,6 @@ def random_inputs(details: dict, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     return nchw, model_input
 
 
-def quantize_for_input(values: np.ndarray, details: dict) -> np.ndarray:
-    """Float values -> the model's input dtype (int8/uint8 via the input scale / zero point)."""
-    dtype = np.dtype(details["dtype"])
-    if dtype.kind == "f":
-        return values.astype(dtype)
     scale, zero_point = details["quantization"]
     if not scale:
         raise MixdeployError(f"input {details['name']} is {dtype} without a quantization scale: "

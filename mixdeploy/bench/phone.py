@@ -9,7 +9,6 @@ always remove the run folder (also on failure or Ctrl-C).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -25,6 +24,7 @@ import numpy as np
 from mixdeploy.bench.adb import Adb, CommandTimeout, DeviceInfo
 from mixdeploy.bench.parse import BenchmarkOutput, OpProfileRow, parse_benchmark_output
 from mixdeploy.errors import DeviceError, MixdeployError
+from mixdeploy.manifest import sha256_file
 
 DEVICE_ROOT = "/data/local/tmp/mixdeploy"
 DEVICE_CACHE = f"{DEVICE_ROOT}/cache"
@@ -169,14 +169,6 @@ def read_device_state(adb: Adb, serial: str) -> DeviceState:
 
 
 # --- cache and run folder ------------------------------------------------------------------------
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def cached_remote_path(local: Path, digest: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", local.name)
@@ -394,7 +386,7 @@ def _io_details(tflite_path: Path):
 
 def prepare_parity_inputs(images_nchw: np.ndarray, input_details: dict) -> list[np.ndarray]:
     """NCHW float32 (preprocessed) -> one tensor per image, exactly the model input (NHWC, dtype)."""
-    from mixdeploy.bench.host import quantize_for_input
+    from mixdeploy.runtimes import quantize_for_input
 
     shape = [int(s) for s in input_details["shape"]]
     if images_nchw.ndim != 4 or images_nchw.shape[1:] != (shape[3], shape[1], shape[2]):
