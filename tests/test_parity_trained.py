@@ -1,8 +1,10 @@
-"""The issue's parity targets on the committed checkpoint and 2000 Fashion-MNIST test images.
+"""The issue's parity targets on the committed checkpoint and the full Fashion-MNIST test set.
 
 fp32 TFLite and ONNX must agree with PyTorch on >= 99.9% of top-1; full-integer int8 must lose
-<= 0.5 points of top-1 and agree on >= 98.5%. The measured numbers are printed (pytest -s) and
-recorded in docs/parity.md.
+<= 0.5 points of top-1 and agree on >= 98.5%. All 10,000 test images, not a subset: at 98.5% a
+2000-image subset moves by +-0.15 points with the lowering (3 images), the full set measures
+the model (split lowering: 98.74%). The measured numbers are printed (pytest -s) and recorded
+in docs/parity.md.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import pytest
 
 from mixdeploy import data, parity
 
-IMAGES = 2000
+IMAGES = 10_000  # the whole test split
 
 
 @pytest.fixture(scope="module")
