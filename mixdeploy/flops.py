@@ -23,7 +23,6 @@ import re
 from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np

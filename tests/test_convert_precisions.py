@@ -95,6 +95,7 @@ def test_int8_mixnet_runs_in_litert():
     out = WORKDIR / "mixnet_s_int8.tflite"
     images = real_images(64, 4)
     result = convert_onnx(model, out, precision="int8", calibration=images)
+    assert result.precision == "int8" and result.file_size == out.stat().st_size
     inspection = inspect_tflite(out)
     assert inspection.inputs[0]["dtype"] == "int8" and inspection.outputs[0]["dtype"] == "int8"
     assert set(inspection.tensor_dtypes) <= {"INT8", "INT32"}

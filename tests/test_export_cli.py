@@ -7,7 +7,6 @@ independent LiteRT run here, and every file it lists must hash to what is on dis
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

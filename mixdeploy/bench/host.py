@@ -181,14 +181,6 @@ def random_inputs(details: dict, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     return nchw, model_input
 
 
-    scale, zero_point = details["quantization"]
-    if not scale:
-        raise MixdeployError(f"input {details['name']} is {dtype} without a quantization scale: "
-                             f"cannot feed it float data")
-    info = np.iinfo(dtype)
-    return np.clip(np.round(values / scale + zero_point), info.min, info.max).astype(dtype)
-
-
 # --- the benchmark ------------------------------------------------------------------------------
 
 def bench_host(tflite_path: str | os.PathLike, threads: Sequence[int] = (1, 2), runs: int = 50,
