@@ -242,16 +242,13 @@ def count_macs_onnx(model, input_size: int | None = None) -> MacReport:
     return _report(by_stage, by_op, _onnx_params(inferred), input_size, source)
 
 
-def _graph_inputs(proto):
-    initializers = {i.name for i in proto.graph.initializer}
-    return [i for i in proto.graph.input if i.name not in initializers]
-
-
 def _with_static_input(proto, input_size: int | None):
     import onnx
 
+    from mixdeploy.onnx import graph_inputs
+
     proto = onnx.ModelProto.FromString(proto.SerializeToString())  # never mutate the caller's model
-    inputs = _graph_inputs(proto)
+    inputs = graph_inputs(proto)
     if len(inputs) != 1:
         raise MixdeployError(f"flops expects an image model with one input, this graph has {len(inputs)}.")
     dims = inputs[0].type.tensor_type.shape.dim

@@ -37,13 +37,14 @@ def load_onnx(path, input_size: int | None = None) -> onnx.ModelProto:
     return _pin_spatial_shape(model, path, input_size)
 
 
-def _graph_inputs(model: onnx.ModelProto):
+def graph_inputs(model: onnx.ModelProto):
+    """The real inputs of a graph (an initializer may also be listed as an input)."""
     initializers = {i.name for i in model.graph.initializer}
     return [i for i in model.graph.input if i.name not in initializers]
 
 
 def _pin_spatial_shape(model: onnx.ModelProto, path: Path, input_size: int | None) -> onnx.ModelProto:
-    inputs = _graph_inputs(model)
+    inputs = graph_inputs(model)
     if len(inputs) != 1:
         raise MixdeployError(f"{path} has {len(inputs)} inputs; mixdeploy handles image classifiers with one "
                              "NCHW image input. Re-export with a single input.")
