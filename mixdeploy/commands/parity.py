@@ -15,6 +15,7 @@ import click
 import numpy as np
 
 from mixdeploy.commands._console import print_json, stage_progress, stderr, stdout
+from mixdeploy.commands._options import TimmStyleCommand, preprocessing_options
 from mixdeploy.errors import MixdeployError
 from mixdeploy.preprocess import Preprocessing
 
@@ -42,15 +43,21 @@ def _manifest_next_to(paths) -> dict:
     return {}
 
 
-def _preprocessing(loaded, manifest: dict) -> Preprocessing:
-    """The manifest's preprocessing is what the TFLite was built and calibrated with: it wins."""
-    if isinstance(manifest.get("preprocessing"), dict):
-        from_manifest = Preprocessing.from_dict(manifest["preprocessing"])
-        if from_manifest != loaded.preprocessing:
-            stderr.print(f"[yellow]using the preprocessing of {MANIFEST_NAME} (input {from_manifest.input_size}, "
-                         f"crop_pct {from_manifest.crop_pct}); the model's own differs[/yellow]")
-        return from_manifest
-    return loaded.preprocessing
+def _preprocessing(loaded, manifest: dict, overrides) -> Preprocessing:
+    """Flags win; then the manifest's preprocessing (what the TFLite was built and calibrated
+    with); then the checkpoint's or the model's default (already resolved in `loaded`)."""
+    from rich.markup import escape
+
+    from mixdeploy.preprocess import resolve_preprocessing
+
+    if not isinstance(manifest.get("preprocessing"), dict):
+        return loaded.preprocessing
+    resolved = resolve_preprocessing(Preprocessing.from_dict(manifest["preprocessing"]), MANIFEST_NAME, overrides)
+    chosen = resolved.preprocessing
+    if chosen != loaded.preprocessing and not overrides:
+        stderr.print(escape(f"using the preprocessing of {MANIFEST_NAME} ({chosen.describe()}); "
+                            f"the model's own differs ({loaded.preprocessing.describe()})"), style="yellow")
+    return chosen
 
 
 def _is_full_integer(path) -> bool:
@@ -124,14 +131,14 @@ def _keep_float(spec: str, report, onnx_file, calibration, target, args, loaded,
     return result, rerun
 
 
-@click.command()
+@click.command(cls=TimmStyleCommand)
 @click.argument("model")
 @click.option("--tflite", "tflite_paths", multiple=True, type=click.Path(dir_okay=False),
               help="TFLite model(s) to check (repeat the option).")
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="ONNX model to check too.")
 @click.option("--weights", type=click.Path(dir_okay=False), help="State dict or checkpoint file.")
 @click.option("--num-classes", type=click.IntRange(min=1), help="Classifier size (default: from the weights).")
-@click.option("--input-size", type=click.IntRange(min=16), help="Square input side (default: the model's).")
+@preprocessing_options
 @click.option("--data", "data_source", required=True, help="fashion-mnist, an image folder (ImageFolder or flat) or a .npy.")
 @click.option("--limit", type=click.IntRange(min=1), help="Use at most this many images.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
@@ -152,7 +159,7 @@ def _keep_float(spec: str, report, onnx_file, calibration, target, args, loaded,
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads per runtime.")
 @click.option("--no-progress", is_flag=True)
-def parity(model, tflite_paths, onnx_path, weights, num_classes, input_size, data_source, limit, as_json, report_dir,
+def parity(model, tflite_paths, onnx_path, weights, num_classes, preprocessing, data_source, limit, as_json, report_dir,
            min_top1_agreement, max_top1_drop, min_cosine, min_sqnr_db, blame, keep_float, calibration,
            calibration_count, blame_images, batch_size, threads, no_progress):
     """Check that TFLite (and ONNX) models compute what MODEL computes in PyTorch.
@@ -169,10 +176,10 @@ def parity(model, tflite_paths, onnx_path, weights, num_classes, input_size, dat
     for path in [*tflite_paths, *([onnx_path] if onnx_path else [])]:
         if not Path(path).is_file():
             raise MixdeployError(f"file not found: {path}")
-    loaded = load_model(model, weights=weights, num_classes=num_classes, input_size=input_size)
+    loaded = load_model(model, weights=weights, num_classes=num_classes, preprocessing=preprocessing)
     manifest = _manifest_next_to(tflite_paths)
-    preprocessing = _preprocessing(loaded, manifest)
-    loaded.preprocessing = preprocessing
+    loaded.preprocessing = _preprocessing(loaded, manifest, preprocessing)
+    preprocessing = loaded.preprocessing
     images = data.load_images(data_source, preprocessing, limit=limit)
     data.check_labels_match(images, loaded.num_classes)
     thresholds = parity_lib.Thresholds(min_top1_agreement=min_top1_agreement, max_top1_drop=max_top1_drop,
