@@ -360,6 +360,10 @@ def count_macs(model_or_onnx_path, input_size: int | None = None) -> MacReport:
         return count_macs_onnx(target, input_size)
     if isinstance(target, (str, os.PathLike)):
         target = load_model(str(target))
+    if isinstance(target, LoadedModel) and target.module is None:   # an ONNX source
+        report = count_macs_onnx(target.onnx_model, input_size)
+        report.source = target.name
+        return report
     if isinstance(target, LoadedModel):
         report = count_macs_torch(target.module, input_size or target.preprocessing.input_size)
         report.source = target.name

@@ -229,9 +229,11 @@ def run_parity(model, tflite_paths=(), onnx_path=None, images=None, thresholds: 
     if images is None or len(images) == 0:
         raise MixdeployError("parity needs images; pass --data fashion-mnist, an image folder or a .npy")
     thresholds = thresholds or Thresholds()
-    reference_runner = runtimes.TorchRunner(model.module, name="pytorch", num_threads=num_threads)
+    # the PyTorch module; for an ONNX source (no module) onnxruntime on the user's original file
+    reference_runner = runtimes.make_runner(model.module if model.module is not None else model, num_threads=num_threads)
     ref_logits, ref_seconds = _timed_run(reference_runner, images.images, batch_size, progress)
-    reference = compare(ref_logits, ref_logits, images.labels, backend="pytorch", class_names=images.class_names)
+    reference = compare(ref_logits, ref_logits, images.labels, backend=reference_runner.name,
+                        class_names=images.class_names)
     reference.seconds = ref_seconds
 
     candidates = []

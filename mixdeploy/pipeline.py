@@ -1,5 +1,8 @@
 """The whole export chain behind `mixdeploy export`: model -> ONNX -> rewrite -> TFLite -> parity.
 
+The model is anything `load_model` takes; for an ONNX file the chain starts at its graph
+(simplified) and parity is judged against onnxruntime on the original file.
+
 Every stage is a function of another module; this one only orders them, stages the
 files in a temporary folder (so a failed run leaves nothing half-written in the output
 folder) and collects each stage's facts into manifest.json.
@@ -31,6 +34,7 @@ class ExportOptions:
     source: str
     out_dir: Path
     weights: str | None = None
+    factory_kwargs: dict | None = None       # keyword arguments for a `pkg.module:factory` source
     num_classes: int | None = None
     preprocessing: PreprocessingOverrides = field(default_factory=PreprocessingOverrides)
     fmt: str = "tflite"                      # "onnx" stops after the rewrite
@@ -42,8 +46,8 @@ class ExportOptions:
     input_layout: str = "nhwc"
     parity_data: str | None = None           # None: follows `calib`
     parity_count: int = 200
-    opset: int = 17
-    dynamic_batch: bool = False
+    opset: int = 17                          # PyTorch sources; an ONNX file keeps its own
+    dynamic_batch: bool = False              # PyTorch sources; an ONNX file keeps its own batch dimension
 
 
 @dataclass
@@ -89,16 +93,14 @@ def _publish(staging: Path, out_dir: Path, staged: dict[str, Path]) -> dict[str,
 def _export_into(staging: Path, options: ExportOptions, progress: Progress, warn) -> tuple[dict, dict]:
     from mixdeploy.flops import count_macs
     from mixdeploy.models import load_model
-    from mixdeploy.onnx.export import export_onnx
     from mixdeploy.onnx.rewrite import rewrite
 
     started = time.perf_counter()
     progress("load model", 0, 1)
-    loaded = load_model(options.source, weights=options.weights,
-                        num_classes=options.num_classes, preprocessing=options.preprocessing)
+    loaded = load_model(options.source, weights=options.weights, num_classes=options.num_classes,
+                        preprocessing=options.preprocessing, factory_kwargs=options.factory_kwargs)
     _warn_about_guessed_preprocessing(loaded, warn)
-    size = loaded.preprocessing.input_size
-    macs = count_macs(loaded.module, input_size=size)
+    macs = count_macs(loaded)
     manifest: dict = {
         "model": _model_facts(loaded, macs),
         "preprocessing": loaded.preprocessing.to_dict(),
@@ -110,10 +112,7 @@ def _export_into(staging: Path, options: ExportOptions, progress: Progress, warn
     staged: dict[str, Path] = {}
 
     progress("export ONNX", 0, 1)
-    exported = export_onnx(loaded.module, size, staging / "model.onnx",
-                           opset=options.opset, dynamic_batch=options.dynamic_batch)
-    staged["onnx"] = Path(exported.path)
-    manifest["stages"]["export"] = _as_dict(exported)
+    staged["onnx"], manifest["stages"]["export"] = _source_onnx(loaded, staging / "model.onnx", options, warn)
 
     progress(f"rewrite ({options.lowering})", 0, 1)
     # `auto` measures each MixConv lowering on the runtime that will run it: int8 and fp32
@@ -134,12 +133,34 @@ def _export_into(staging: Path, options: ExportOptions, progress: Progress, warn
     return manifest, staged
 
 
+def _source_onnx(loaded, path: Path, options, warn) -> tuple[Path, dict]:
+    """model.onnx, what the rewrite starts from: exported from the PyTorch module, or the user's
+    ONNX graph (at its static HxW) simplified with onnxsim."""
+    from mixdeploy.onnx.export import export_onnx, simplify_onnx
+    from mixdeploy.onnx.graph import op_histogram
+
+    if loaded.module is not None:
+        exported = export_onnx(loaded.module, loaded.preprocessing.input_size, path,
+                               opset=options.opset, dynamic_batch=options.dynamic_batch)
+        return Path(exported.path), _as_dict(exported)
+    if options.dynamic_batch:
+        warn(f"--dynamic-batch applies to PyTorch sources; {loaded.name} keeps its own batch dimension.")
+    model = simplify_onnx(loaded.onnx_model)
+    onnx.save(model, path)
+    image = model.graph.input[0].type.tensor_type.shape.dim
+    return path, {"path": path.name,   # the source file and its sha256 are in the manifest's "model"
+                  "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
+                  "input_shape": [d.dim_value if d.HasField("dim_value") else d.dim_param for d in image],
+                  "op_histogram": op_histogram(model), "simplified": model is not loaded.onnx_model}
+
+
 def _warn_about_guessed_preprocessing(loaded, warn) -> None:
     guessed = loaded.preprocessing_guesses()
     if guessed:
-        warn(f"{loaded.weights_path} names no preprocessing; using the {loaded.name} default for "
+        default = loaded.preprocessing_sources[guessed[0]]
+        warn(f"{loaded.weights_path or loaded.source} names no preprocessing; using the {default} for "
              f"{', '.join(guessed)} ({loaded.preprocessing.describe()}). Calibration, parity and the manifest "
-             "follow it: if the checkpoint was trained otherwise, pass --interpolation/--crop-pct/--mean/--std "
+             "follow it: if the model was trained otherwise, pass --interpolation/--crop-pct/--mean/--std "
              "or --preprocess config.json.")
 
 
@@ -180,7 +201,7 @@ def _calibration_images(loaded, options, warn) -> np.ndarray:
 
 
 def _quick_parity(loaded, tflite_paths, options, progress, warn) -> dict:
-    """Top-1 agreement, cosine and accuracy of each TFLite model against PyTorch."""
+    """Top-1 agreement, cosine and accuracy of each TFLite model against the reference (PyTorch or ONNX)."""
     from mixdeploy import data, parity, runtimes
 
     source = options.parity_data or options.calib
@@ -189,9 +210,11 @@ def _quick_parity(loaded, tflite_paths, options, progress, warn) -> dict:
         image_set = data.ImageSet(images=images, labels=None, class_names=None, source="scikit-image samples")
     else:
         image_set = data.load_images(source, loaded.preprocessing, limit=options.parity_count, split="test")
-    progress("parity: PyTorch", 0, 1)
-    reference = runtimes.TorchRunner(loaded.module).run(image_set.images)
-    summary = {"data": image_set.source, "images": int(len(image_set.images)), "backends": {}}
+    runner = runtimes.make_runner(loaded)   # PyTorch, or onnxruntime on the user's original ONNX file
+    progress(f"parity: {runner.name}", 0, 1)
+    reference = runner.run(image_set.images)
+    summary = {"reference": runner.name, "data": image_set.source, "images": int(len(image_set.images)),
+               "backends": {}}
     for key, path in tflite_paths.items():
         progress(f"parity: {path.name}", 0, 1)
         logits = runtimes.TfliteRunner(path).run(image_set.images)
@@ -204,7 +227,7 @@ def _quick_parity(loaded, tflite_paths, options, progress, warn) -> dict:
 
 def _model_facts(loaded, macs) -> dict:
     return {
-        "source": loaded.source,
+        **loaded.source_facts(),
         "name": loaded.name,
         "num_classes": loaded.num_classes,
         "weights_sha256": loaded.weights_sha256,

@@ -187,6 +187,9 @@ def make_runner(target, name: str | None = None, num_threads: int | None = None)
     import onnx
 
     if hasattr(target, "module") and hasattr(target, "preprocessing"):  # LoadedModel
+        if target.module is None:  # an ONNX source: its reference is onnxruntime on the original file
+            return OnnxRunner(target.onnx_path, name=name or f"onnxruntime:{Path(target.onnx_path).name}",
+                              num_threads=num_threads)
         return TorchRunner(target.module, name=name or "pytorch", num_threads=num_threads)
     if isinstance(target, onnx.ModelProto):
         return OnnxRunner(target, name=name or "onnxruntime", num_threads=num_threads)

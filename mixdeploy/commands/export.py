@@ -1,4 +1,5 @@
-"""`mixdeploy export`: a MixNet to ONNX (rewritten) and TFLite fp32/fp16/int8, with a parity summary."""
+"""`mixdeploy export`: a MixNet (or your own model: FILE.onnx, pkg.module:factory) to ONNX (rewritten)
+and TFLite fp32/fp16/int8, with a parity summary."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from rich.table import Table
 
 from mixdeploy.commands._console import print_json, stage_progress, stderr, stdout
 from mixdeploy.commands._options import TimmStyleCommand, preprocessing_options
+from mixdeploy.models.sources import parse_factory_kwargs
 from mixdeploy.pipeline import ExportOptions, run_export
 
 
@@ -22,6 +24,7 @@ def _precisions(int8: bool, fp16: bool, dynamic: bool, int16x8: bool) -> tuple[s
 @click.command(cls=TimmStyleCommand)
 @click.argument("model")
 @click.option("--weights", type=click.Path(dir_okay=False), help="State dict or checkpoint file.")
+@click.option("--factory-kwargs", help="""Keyword arguments for a pkg.module:factory MODEL, as a JSON object: '{"num_classes": 10}'.""")
 @click.option("--num-classes", type=click.IntRange(min=1), help="Classifier size (default: from weights or 1000).")
 @preprocessing_options
 @click.option("--format", "fmt", type=click.Choice(["onnx", "tflite"]), default="tflite", show_default=True)
@@ -43,13 +46,18 @@ def _precisions(int8: bool, fp16: bool, dynamic: bool, int16x8: bool) -> tuple[s
 @click.option("--dynamic-batch", is_flag=True, help="ONNX with a dynamic batch dimension.")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Output folder (default: out/MODEL).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
-def export(model, weights, num_classes, preprocessing, fmt, int8, fp16, dynamic, int16x8, io_dtype,
+def export(model, weights, factory_kwargs, num_classes, preprocessing, fmt, int8, fp16, dynamic, int16x8, io_dtype,
            input_layout, lowering, calib, calib_count, parity_data, parity_count, opset, dynamic_batch,
            out_dir, as_json):
-    """Export MODEL (mixnet-s, tf-mixnet-m, timm:NAME, ...) to ONNX and TFLite."""
+    """Export MODEL to ONNX and TFLite.
+
+    MODEL: a zoo name (mixnet-s, tf-mixnet-m, ...), timm:NAME, a checkpoint, an ONNX file
+    (FILE.onnx: parity against onnxruntime on it) or pkg.module:factory (a function returning an
+    nn.Module, called with --factory-kwargs).
+    """
     options = ExportOptions(
-        source=model, out_dir=Path(out_dir or Path("out") / model.replace(":", "_")),
-        weights=weights, num_classes=num_classes, preprocessing=preprocessing, fmt=fmt,
+        source=model, out_dir=Path(out_dir or _default_out_dir(model)),
+        weights=weights, factory_kwargs=parse_factory_kwargs(factory_kwargs), num_classes=num_classes, preprocessing=preprocessing, fmt=fmt,
         precisions=_precisions(int8, fp16, dynamic, int16x8), lowering=lowering, calib=calib,
         calib_count=calib_count, io_dtype=io_dtype, input_layout=input_layout,
         parity_data=parity_data, parity_count=parity_count, opset=opset, dynamic_batch=dynamic_batch,
@@ -64,6 +72,13 @@ def export(model, weights, num_classes, preprocessing, fmt, int8, fp16, dynamic,
     _print_preprocessing(result.manifest)
     if "parity" in result.manifest:
         _print_parity(result.manifest["parity"])
+
+
+def _default_out_dir(model: str) -> Path:
+    """out/NAME: a file source by its stem (out/mbv2 for path/to/mbv2.onnx), others by name."""
+    if model.lower().endswith((".onnx", ".pt", ".pth", ".safetensors")):
+        return Path("out") / Path(model).stem
+    return Path("out") / model.replace(":", "_")
 
 
 def _print_files(result) -> None:
@@ -101,12 +116,13 @@ def _short_histogram(histogram: dict) -> str:
 
 
 def _print_parity(parity: dict) -> None:
-    table = Table(title=f"Parity vs PyTorch on {parity['images']} images of {parity['data']}")
+    reference = parity.get("reference", "pytorch")
+    table = Table(title=f"Parity vs {reference} on {parity['images']} images of {parity['data']}")
     table.add_column("model", no_wrap=True)
     for column in ("top-1", "top-1 agreement", "logit cosine", "max abs err", "SQNR dB"):
         table.add_column(column, justify="right")
     if "reference_top1" in parity:
-        table.add_row("PyTorch", f"{parity['reference_top1']:.2%}", "", "", "", "")
+        table.add_row(reference, f"{parity['reference_top1']:.2%}", "", "", "", "")
     for name, m in parity["backends"].items():
         top1 = f"{m['top1']:.2%}" if m.get("top1") is not None else "-"
         table.add_row(name, top1, f"{m['top1_agreement']:.2%}", f"{m['mean_cosine']:.4f}",

@@ -8,16 +8,26 @@ Checkpoints accepted (read with torch.load(weights_only=True): no pickled code r
   * a mixdeploy checkpoint (`save_checkpoint`): {"state_dict": ..., "mixdeploy": {"model",
     "num_classes", "preprocessing"}} — the metadata names the model, so the file alone is a source.
 A `module.` prefix (DataParallel / DDP) is stripped; weights are cast to float32 (fp16 files load).
+
+Besides the zoo and `timm:<name>`, two bring-your-own sources (docs/byo.md):
+  * `pkg.module:factory`: any importable function returning an nn.Module (torch.hub / timm
+    entry-point convention), called with `factory_kwargs`; the module is the parity reference;
+  * `FILE.onnx`: no PyTorch module at all; the reference is onnxruntime on that file, the input
+    size is the file's, the rest of the preprocessing timm's ImageNet default unless told.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
+import json
 import os
+import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -35,6 +45,11 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".pth.tar", ".ckpt", ".bin", ".safetensors
 CLASSIFIER_KEYS = ("classifier.weight", "head.fc.weight", "fc.weight", "head.weight", "last_linear.weight")
 MAX_KEYS_SHOWN = 10
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"  # checkpoints shipped with the package
+# `pkg.module:factory` (uvicorn / setuptools entry-point syntax); `timm:` is matched before it.
+FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+ONNX_SUFFIX = ".onnx"
+# what an ONNX file or a factory's module is assumed to want when nobody says: timm's ImageNet default
+IMAGENET_DEFAULT = Preprocessing()
 
 
 @dataclass
@@ -47,8 +62,8 @@ class Checkpoint:
 
 @dataclass
 class LoadedModel:
-    module: nn.Module                    # eval mode
-    name: str                            # canonical registry name or 'timm:<name>'
+    module: nn.Module | None             # eval mode; None for an ONNX file (see onnx_model)
+    name: str                            # canonical registry name, 'timm:<name>', the factory or the file name
     source: str                          # what the user passed
     num_classes: int
     preprocessing: Preprocessing
@@ -60,16 +75,31 @@ class LoadedModel:
     metadata: dict = field(default_factory=dict)  # the checkpoint's whole "mixdeploy" block
     # where each preprocessing field came from (flag / config / checkpoint / default)
     preprocessing_sources: dict[str, str] = field(default_factory=dict)
+    source_kind: str = "zoo"             # zoo, timm, checkpoint, factory or onnx (see `source_kind`)
+    factory_kwargs: dict | None = None   # what a factory was called with
+    onnx_model: Any = None               # onnx.ModelProto of an ONNX source, static HxW
+    onnx_path: str | None = None
+    onnx_sha256: str | None = None
 
     def preprocessing_guesses(self) -> list[str]:
-        """Fields taken from the model's ImageNet default although a checkpoint was loaded: its
-        training preprocessing is unknown there, so calibration and parity may be off."""
-        if self.weights_path is None:
+        """Fields taken from a default although the weights came from elsewhere (a checkpoint, a
+        factory, an ONNX file): their training preprocessing is unknown, so calibration and parity
+        may be off. A zoo or timm model without weights has nothing to guess about."""
+        if self.weights_path is None and self.source_kind in ("zoo", "timm"):
             return []
         return [name for name, source in self.preprocessing_sources.items() if source.startswith(DEFAULT_SOURCE)]
 
+    def source_facts(self) -> dict:
+        """Where the model came from, for manifest.json."""
+        facts = {"source": self.source, "source_kind": self.source_kind}
+        if self.factory_kwargs is not None:
+            facts["factory_kwargs"] = self.factory_kwargs
+        if self.onnx_path is not None:
+            facts.update(onnx_path=self.onnx_path, onnx_sha256=self.onnx_sha256)
+        return facts
+
     def to_manifest(self) -> dict:
-        return {"model": self.name, "source": self.source, "num_classes": self.num_classes,
+        return {"model": self.name, **self.source_facts(), "num_classes": self.num_classes,
                 "params": self.params, "weights_path": self.weights_path,
                 "weights_sha256": self.weights_sha256, "kernel_mix": self.kernel_mix,
                 "class_names": self.class_names,
@@ -79,22 +109,52 @@ class LoadedModel:
 DEFAULT_SOURCE = "default"
 
 
+def source_kind(source: str) -> str:
+    """'timm', 'onnx' (a .onnx path), 'factory' (pkg.module:function), 'checkpoint' (a file or a
+    bundled name) or 'zoo' (a registry name)."""
+    source = str(source)
+    if source.startswith(TIMM_PREFIX):
+        return "timm"
+    if source.lower().endswith(ONNX_SUFFIX):
+        return "onnx"
+    if FACTORY_PATTERN.match(source):
+        return "factory"
+    return "checkpoint" if checkpoint_named_by(source) is not None else "zoo"
+
+
 def load_model(source: str, weights: str | os.PathLike | None = None, num_classes: int | None = None,
                input_size: int | None = None,
-               preprocessing: PreprocessingOverrides | None = None) -> LoadedModel:
+               preprocessing: PreprocessingOverrides | None = None,
+               factory_kwargs: dict | None = None) -> LoadedModel:
     """Build `source` and load `weights` into it; returns the module in eval mode with its facts.
 
     source: a registry name ('mixnet-s', 'tf_mixnet_l', ...), 'timm:<name>', a mixdeploy
-        checkpoint file (its metadata names the model), or the name of a checkpoint shipped in
-        mixdeploy/weights/ (e.g. 'mixnet-s-fashion-mnist').
+        checkpoint file (its metadata names the model), the name of a checkpoint shipped in
+        mixdeploy/weights/ (e.g. 'mixnet-s-fashion-mnist'), 'pkg.module:factory' (a function
+        returning an nn.Module, called with `factory_kwargs`), or an ONNX file (module=None,
+        onnx_model set; the reference is onnxruntime on the file).
 
-    num_classes: explicit value > checkpoint metadata > classifier shape in the weights > 1000.
+    num_classes: explicit value > checkpoint metadata > classifier shape in the weights > 1000
+        (a factory gets it as its `num_classes` keyword; its model's output decides).
     input_size: shorthand for preprocessing=PreprocessingOverrides(input_size=...) (MixNets are
         fully convolutional).
     preprocessing: what the user said (flags, a config file); it wins over the checkpoint's
         metadata, which wins over the model's default.
     """
-    source_is_checkpoint = weights is None and checkpoint_named_by(source) is not None
+    if input_size is not None:
+        preprocessing = dataclasses.replace(preprocessing or PreprocessingOverrides(), input_size=int(input_size))
+    kind = source_kind(source)
+    if factory_kwargs is not None and kind != "factory":
+        raise MixdeployError(f"factory kwargs apply to a `pkg.module:function` source, not to {source!r}")
+    if kind == "onnx":
+        return load_onnx_source(source, weights, num_classes, preprocessing)
+    if kind == "factory":
+        return load_factory(source, factory_kwargs, weights, num_classes, preprocessing)
+    return _load_named(source, kind, weights, num_classes, preprocessing)
+
+
+def _load_named(source: str, kind: str, weights, num_classes, preprocessing) -> LoadedModel:
+    source_is_checkpoint = weights is None and kind == "checkpoint"
     if source_is_checkpoint:
         weights = checkpoint_named_by(source)
     checkpoint = read_checkpoint(weights) if weights is not None else None
@@ -108,24 +168,213 @@ def load_model(source: str, weights: str | os.PathLike | None = None, num_classe
         apply_state_dict(module, checkpoint.state_dict, what=f"{checkpoint.path} into {name}")
     module.eval()
 
-    resolved = _resolve_preprocessing(name, meta, checkpoint, preprocessing, input_size)
+    base, base_source = _base_preprocessing(meta, checkpoint, default_preprocessing(name), f"{DEFAULT_SOURCE} ({name})")
+    resolved = resolve_preprocessing(base, base_source, preprocessing)
     return LoadedModel(module=module, name=name, source=str(source), num_classes=int(num_classes),
                        preprocessing=resolved.preprocessing, preprocessing_sources=resolved.sources,
                        weights_sha256=checkpoint.sha256 if checkpoint else None,
                        weights_path=checkpoint.path if checkpoint else None,
                        params=count_params(module), kernel_mix=kernel_mix(module),
                        class_names=list(meta["class_names"]) if meta.get("class_names") else None,
-                       metadata=dict(meta))
+                       metadata=dict(meta), source_kind="timm" if name.startswith(TIMM_PREFIX) else kind)
 
 
-def _resolve_preprocessing(name: str, meta: dict, checkpoint, overrides, input_size) -> ResolvedPreprocessing:
-    if input_size is not None:
-        overrides = dataclasses.replace(overrides or PreprocessingOverrides(), input_size=int(input_size))
+def _base_preprocessing(meta: dict, checkpoint, default: Preprocessing, default_source: str):
+    """The checkpoint's own preprocessing when its metadata has one, else `default`."""
     if meta.get("preprocessing"):
-        base, base_source = Preprocessing.from_dict(meta["preprocessing"]), f"checkpoint {Path(checkpoint.path).name}"
-    else:
-        base, base_source = default_preprocessing(name), f"{DEFAULT_SOURCE} ({name})"
-    return resolve_preprocessing(base, base_source, overrides)
+        return Preprocessing.from_dict(meta["preprocessing"]), f"checkpoint {Path(checkpoint.path).name}"
+    return default, default_source
+
+
+# ---------------------------------------------------------------- pkg.module:factory
+
+def parse_factory_kwargs(text: str | None) -> dict | None:
+    """--factory-kwargs JSON -> keyword arguments (None when not given)."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise MixdeployError(f"--factory-kwargs is not valid JSON ({err}); give an object such as "
+                             """'{"num_classes": 10, "width_mult": 0.5}' (single-quoted for the shell)""") from None
+    if not isinstance(value, dict):
+        raise MixdeployError(f"--factory-kwargs must be a JSON object of keyword arguments, got a JSON "
+                             f"{type(value).__name__} ({text.strip()[:60]})")
+    return value
+
+
+def resolve_factory(spec: str) -> Callable[..., Any]:
+    """'pkg.module:function' (or 'pkg.module:Class.method') -> the callable, with errors that say why not."""
+    module_name, _, attribute = spec.partition(":")
+    target: Any = _import_factory_module(module_name, spec)
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            public = sorted(n for n, v in vars(target).items()   # what the module itself defines
+                            if callable(v) and not n.startswith("_") and getattr(v, "__module__", None) == module_name)
+            raise MixdeployError(f"{spec}: {module_name} has no attribute {attribute!r}"
+                                 + (f"; it defines {', '.join(public[:12])}" if public else "") + ".")
+        target = getattr(target, part)
+    if not callable(target):
+        raise MixdeployError(f"{spec} is a {type(target).__name__}, not a function: name a function that "
+                             "returns the nn.Module (e.g. `def make_model(**kwargs): return MyNet(**kwargs)`).")
+    return target
+
+
+def _import_factory_module(module_name: str, spec: str):
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        missing_is_ours = err.name is not None and (module_name == err.name or module_name.startswith(err.name + "."))
+        # The console script does not put the working directory on sys.path (python -m does);
+        # a factory module beside the user is what they mean, so look there once.
+        if missing_is_ours and os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+            return _import_factory_module(module_name, spec)
+        if missing_is_ours:
+            raise MixdeployError(f"{spec}: cannot import module {module_name!r} (no module named {err.name!r}). "
+                                 "Run from the folder that holds it, add that folder to PYTHONPATH, or "
+                                 "install its package.") from None
+        raise MixdeployError(f"{spec}: importing {module_name} failed: it needs {err.name!r}, which is not "
+                             f"installed (pip install it).") from None
+    except Exception as err:  # a SyntaxError or any error raised at import time in the user's module
+        raise MixdeployError(f"{spec}: importing {module_name} raised {type(err).__name__}: "
+                             f"{_first_line(err)}") from err
+
+
+def load_factory(spec: str, factory_kwargs: dict | None = None, weights=None, num_classes: int | None = None,
+                 preprocessing: PreprocessingOverrides | None = None) -> LoadedModel:
+    """Call the factory, load `weights` into its module, check it classifies a 1x3xSxS image."""
+    factory = resolve_factory(spec)
+    kwargs = dict(factory_kwargs or {})
+    if num_classes is not None:
+        if kwargs.get("num_classes", num_classes) != num_classes:
+            raise MixdeployError(f"--num-classes {num_classes} contradicts num_classes={kwargs['num_classes']} "
+                                 "in --factory-kwargs; give one of them")
+        kwargs["num_classes"] = int(num_classes)
+    module = _call_factory(factory, spec, kwargs, num_classes)
+    checkpoint = read_checkpoint(weights) if weights is not None else None
+    if checkpoint is not None:
+        apply_state_dict(module, checkpoint.state_dict, what=f"{checkpoint.path} into the model of {spec}")
+    module.eval()
+    meta = checkpoint.metadata if checkpoint else {}
+    default, default_source = _module_preprocessing(module, spec)
+    base, base_source = _base_preprocessing(meta, checkpoint, default, default_source)
+    resolved = resolve_preprocessing(base, base_source, preprocessing)
+    classes = _classifier_width(module, spec, resolved.preprocessing.input_size)
+    return LoadedModel(module=module, name=spec, source=spec, num_classes=classes,
+                       preprocessing=resolved.preprocessing, preprocessing_sources=resolved.sources,
+                       weights_sha256=checkpoint.sha256 if checkpoint else None,
+                       weights_path=checkpoint.path if checkpoint else None,
+                       params=count_params(module), kernel_mix=kernel_mix(module),
+                       class_names=list(meta["class_names"]) if meta.get("class_names") else None,
+                       metadata=dict(meta), source_kind="factory", factory_kwargs=kwargs)
+
+
+def _call_factory(factory, spec: str, kwargs: dict, num_classes) -> nn.Module:
+    shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    try:
+        module = factory(**kwargs)
+    except Exception as err:  # whatever the user's code raises: name the call and the cause
+        hint = (" (num_classes comes from --num-classes; drop it if the factory takes no num_classes)"
+                if isinstance(err, TypeError) and num_classes is not None else "")
+        raise MixdeployError(f"{spec}({shown}) raised {type(err).__name__}: {_first_line(err)}{hint}") from err
+    if not isinstance(module, nn.Module):
+        raise MixdeployError(f"{spec}({shown}) returned a {type(module).__name__}, not a torch.nn.Module; a factory "
+                             "must return the model itself (the torch.hub / timm entry-point convention).")
+    return module
+
+
+def _module_preprocessing(module: nn.Module, spec: str) -> tuple[Preprocessing, str]:
+    """A timm-built module carries its `pretrained_cfg`; anything else gets the ImageNet default (a guess)."""
+    cfg = getattr(module, "pretrained_cfg", None)
+    if isinstance(cfg, dict) and cfg.get("input_size"):
+        return (Preprocessing(input_size=int(cfg["input_size"][-1]), crop_pct=float(cfg.get("crop_pct", 0.875)),
+                              interpolation=cfg.get("interpolation", "bicubic"),
+                              mean=tuple(cfg.get("mean", IMAGENET_DEFAULT.mean)),
+                              std=tuple(cfg.get("std", IMAGENET_DEFAULT.std))),
+                f"pretrained_cfg of {spec}")
+    return IMAGENET_DEFAULT, f"{DEFAULT_SOURCE} (timm ImageNet)"
+
+
+def _classifier_width(module: nn.Module, spec: str, size: int) -> int:
+    """Run one 1x3xSxS zero image: the model must return (1, classes) logits."""
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros(1, 3, size, size))
+    except Exception as err:
+        raise MixdeployError(f"the model from {spec} fails on a 1x3x{size}x{size} image ({type(err).__name__}: "
+                             f"{_first_line(err)}); pass the size it takes with --input-size.") from err
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 1:
+        got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
+        raise MixdeployError(f"the model from {spec} returns {got} for one image; mixdeploy exports classifiers "
+                             "returning one (N, classes) logits tensor.")
+    return int(out.shape[1])
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__
+
+
+# ---------------------------------------------------------------- FILE.onnx
+
+def load_onnx_source(path: str | os.PathLike, weights=None, num_classes: int | None = None,
+                     preprocessing: PreprocessingOverrides | None = None) -> LoadedModel:
+    """An ONNX classifier as a source: input size from its input shape (a dynamic HxW needs
+    --input-size), the rest of the preprocessing timm's ImageNet default unless told."""
+    from mixdeploy.flops import count_macs_onnx
+    from mixdeploy.onnx import load_onnx
+
+    if weights is not None or num_classes is not None:
+        raise MixdeployError(f"--weights/--num-classes apply to PyTorch models; {path} carries its own weights "
+                             "and classifier.")
+    told = resolve_preprocessing(IMAGENET_DEFAULT, DEFAULT_SOURCE, preprocessing)
+    size_told = told.sources["input_size"] != DEFAULT_SOURCE
+    model = load_onnx(path, input_size=told.preprocessing.input_size if size_told else None)
+    side = _square_image_side(model, path)
+    if size_told and told.preprocessing.input_size != side:
+        raise MixdeployError(f"{path} takes a fixed {side}x{side} input; input size "
+                             f"{told.preprocessing.input_size} (from {told.sources['input_size']}) contradicts it. "
+                             f"Drop it, or re-export the ONNX at that size.")
+    resolved = resolve_preprocessing(IMAGENET_DEFAULT.with_size(side), f"{DEFAULT_SOURCE} (timm ImageNet)",
+                                     preprocessing)
+    if not size_told:
+        resolved.sources["input_size"] = "ONNX input shape"
+    report = count_macs_onnx(model)
+    data = Path(path).read_bytes()
+    return LoadedModel(module=None, name=Path(path).name, source=str(path),
+                       num_classes=_onnx_classes(model, path), preprocessing=resolved.preprocessing,
+                       preprocessing_sources=resolved.sources, params=report.params, source_kind="onnx",
+                       onnx_model=model, onnx_path=str(path), onnx_sha256=hashlib.sha256(data).hexdigest())
+
+
+def _square_image_side(model, path) -> int:
+    from mixdeploy.onnx import graph_inputs
+
+    image = graph_inputs(model)[0]
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in image.type.tensor_type.shape.dim]
+    if dims[1] not in (3, None):
+        raise MixdeployError(f"{path}: input '{image.name}' has shape {_shape_text(dims)}; mixdeploy feeds NCHW RGB "
+                             "images (N,3,H,W). Re-export the model with a channels-first 3-channel input.")
+    if dims[2] != dims[3]:
+        raise MixdeployError(f"{path}: input '{image.name}' is {dims[2]}x{dims[3]}; mixdeploy exports square inputs.")
+    return int(dims[2])
+
+
+def _onnx_classes(model, path) -> int:
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    dims = inferred.graph.output[0].type.tensor_type.shape.dim
+    if len(dims) != 2 or not dims[1].HasField("dim_value"):
+        raise MixdeployError(f"{path}: output '{inferred.graph.output[0].name}' has shape "
+                             f"{_shape_text([d.dim_value if d.HasField('dim_value') else None for d in dims])}; "
+                             "mixdeploy exports classifiers returning (N, classes) logits.")
+    return int(dims[1].dim_value)
+
+
+def _shape_text(dims) -> str:
+    return "x".join("?" if d is None else str(d) for d in dims)
 
 
 def bundled_checkpoints() -> dict[str, Path]:

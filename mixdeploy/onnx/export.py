@@ -51,7 +51,7 @@ def export_onnx(module: torch.nn.Module, input_size: int | tuple[int, int], path
     h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
     model = _torch_export(module.eval(), (1, 3, int(h), int(w)), opset, dynamic_batch)
     if simplify:
-        model = _simplify(model)
+        model = simplify_onnx(model)
     rename_nodes_by_module_path(model)
     onnx.checker.check_model(model)
     path = Path(path)
@@ -78,10 +78,15 @@ def _torch_export(module, shape, opset, dynamic_batch) -> onnx.ModelProto:
     return onnx.load_from_string(buffer.getvalue())
 
 
-def _simplify(model: onnx.ModelProto) -> onnx.ModelProto:
+def simplify_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxsim (constant folding, Identity/Constant chains gone, BN next to its Conv); the
+    rewrite passes match on that form. A graph onnxsim cannot handle is returned unchanged."""
     import onnxsim
 
-    simplified, ok = onnxsim.simplify(model)
+    try:
+        simplified, ok = onnxsim.simplify(model)
+    except Exception:  # onnxsim raises on graphs it cannot run (custom domains, ...): the converter will say why
+        return model
     if not ok:  # onnxsim validates by running both graphs; a failed check keeps the original
         return model
     return simplified
