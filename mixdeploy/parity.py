@@ -1,4 +1,5 @@
-"""Accuracy parity: PyTorch is the reference; every other backend is measured against it and gated.
+"""Accuracy parity: PyTorch is the reference (onnxruntime for a model given as an ONNX file); every
+other backend is measured against it and gated.
 
 Metrics per backend (all on the same preprocessed images):
   top-1 / top-5 accuracy (when labels exist) and the top-1 drop vs PyTorch in points,
@@ -334,7 +335,7 @@ def to_junit_xml(result: ParityResult) -> str:
 def rich_table(result: ParityResult):
     from rich.table import Table
 
-    table = Table(title=f"parity vs PyTorch - {result.data} ({result.images} images)")
+    table = Table(title=f"parity vs {result.reference.backend} - {result.data} ({result.images} images)")
     for header in HEADERS:
         table.add_column(header, justify="left" if header in ("backend", "status") else "right")
     for row in _rows(result):

@@ -69,13 +69,16 @@ def _is_full_integer(path) -> bool:
 
 
 def _float_onnx(onnx_path, tflite_path, loaded, preprocessing, workdir: Path) -> Path:
-    """The ONNX graph the int8 model was converted from: --onnx, else model.opt.onnx beside it, else export."""
+    """The ONNX graph the int8 model was converted from: --onnx, else model.opt.onnx beside it, else
+    the ONNX source itself or an export of the PyTorch model."""
     if onnx_path:
         return Path(onnx_path)
     for name in ("model.opt.onnx", "model.onnx"):
         beside = Path(tflite_path).parent / name
         if beside.is_file():
             return beside
+    if loaded.module is None:   # the model was given as an ONNX file
+        return Path(loaded.onnx_path)
     from mixdeploy.onnx.export import export_onnx
 
     return Path(export_onnx(loaded.module, preprocessing.input_size, workdir / "model.onnx").path)

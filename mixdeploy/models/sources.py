@@ -36,8 +36,7 @@ from mixdeploy.atomic import atomic_path
 from mixdeploy.errors import MixdeployError
 from mixdeploy.models.registry import (REGISTRY, TIMM_PREFIX, canonical_name, count_params, create_model,
                                        default_preprocessing, kernel_mix)
-from mixdeploy.preprocess import (Preprocessing, PreprocessingOverrides, ResolvedPreprocessing,
-                                  resolve_preprocessing)
+from mixdeploy.preprocess import Preprocessing, PreprocessingOverrides, resolve_preprocessing
 
 STATE_DICT_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
 METADATA_KEY = "mixdeploy"

@@ -170,6 +170,23 @@ def convert_batchnorm(ctx, inputs):
     return binary(np.add, tf.add)(ctx, [scaled, Value(shift.reshape(shape))])
 
 
+def convert_instance_norm(ctx, inputs):
+    """y = scale * (x - mean) / sqrt(var + epsilon) + B, statistics per sample and channel over the
+    spatial axes. torch exports GroupNorm as Reshape(N, G, -1) -> this (3-D) -> Reshape back."""
+    x = inputs[0]
+    scale = require_const(ctx, inputs[1], "InstanceNormalization scale").astype(np.float32)
+    bias = require_const(ctx, inputs[2], "InstanceNormalization B").astype(np.float32)
+    epsilon = float(ctx.attr("epsilon", 1e-5))
+    if x.nhwc:
+        axes, channel_shape = [1, 2], [1, 1, 1, -1]
+    else:
+        axes, channel_shape = list(range(2, x.rank)), [1, -1] + [1] * (x.rank - 2)
+    t = as_tensor(x)
+    mean, variance = tf.nn.moments(t, axes=axes, keepdims=True)
+    out = (t - mean) * tf.math.rsqrt(variance + epsilon) * scale.reshape(channel_shape) + bias.reshape(channel_shape)
+    return [Value(out, nhwc=x.nhwc)]
+
+
 def pool(tf_pool):
     def handler(ctx, inputs):
         x = as_nhwc(inputs[0]).data
@@ -520,6 +537,7 @@ def elementwise_unary(np_fn, tf_fn):
 OP_HANDLERS = {
     "Conv": convert_conv,
     "BatchNormalization": convert_batchnorm,
+    "InstanceNormalization": convert_instance_norm,
     "Relu": unary(tf.nn.relu),
     "Sigmoid": unary(tf.math.sigmoid),
     "Tanh": unary(tf.math.tanh),
