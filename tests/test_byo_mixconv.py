@@ -27,6 +27,8 @@ from mixdeploy.manifest import sha256_file
 from mixdeploy.models import replace_depthwise_with_mixconv
 from mixdeploy.preprocess import Preprocessing
 
+pytestmark = pytest.mark.slow   # ~1 minute on 2 cores, half of it training; CI runs it
+
 SIZE = 32
 KERNELS = (3, 5, 7, 9)
 WIDTH = 0.35
