@@ -46,9 +46,30 @@ class BackendMetrics:
     path: str | None = None
     file_size: int | None = None
     seconds: float | None = None
+    min_cosine: float | None = None           # the worst image's logit cosine
+    vs_host_litert: dict | None = None        # ARM64 twin runs: its raw outputs vs host LiteRT's
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@dataclass
+class OutputDifference:
+    """Raw outputs of two runs of one model on the same input bytes (ARM kernels vs the host's):
+    how many values differ, and for integer outputs by how many quantization steps."""
+
+    dtype: str
+    values: int
+    differing: int
+    max_steps: int | None = None              # integer outputs: the largest |difference|
+    steps: dict[str, int] | None = None       # integer outputs: {"1": values off by 1 step, ...}
+
+    @property
+    def fraction(self) -> float:
+        return self.differing / self.values if self.values else 0.0
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "fraction": self.fraction}
 
 
 @dataclass(frozen=True)
@@ -154,6 +175,7 @@ def compare(reference_logits: np.ndarray, candidate_logits: np.ndarray, labels: 
         mean_cosine=float(np.mean(_cosine_rows(ref.astype(np.float64), cand.astype(np.float64)))),
         max_abs_error=float(np.max(np.abs(ref - cand))) if ref.size else 0.0,
         sqnr_db=float(sqnr_db(ref, cand)),
+        min_cosine=float(np.min(_cosine_rows(ref.astype(np.float64), cand.astype(np.float64)))) if len(ref) else None,
     )
     if labels is not None:
         labels = np.asarray(labels, np.int64)
@@ -166,6 +188,33 @@ def compare(reference_logits: np.ndarray, candidate_logits: np.ndarray, labels: 
         delta = (per_class_accuracy(cand, labels, num_classes) - per_class_accuracy(ref, labels, num_classes)) * 100.0
         metrics.per_class_delta_points = {names[c]: float(delta[c]) for c in range(num_classes) if not np.isnan(delta[c])}
     return metrics
+
+
+def output_difference(reference_raw: np.ndarray, candidate_raw: np.ndarray) -> OutputDifference:
+    """Value-by-value difference of two runs' raw outputs (same model, same input bytes)."""
+    ref, cand = np.asarray(reference_raw), np.asarray(candidate_raw)
+    if ref.shape != cand.shape or ref.dtype != cand.dtype:
+        raise MixdeployError(f"raw outputs differ in kind ({cand.dtype} {cand.shape} vs the reference's "
+                             f"{ref.dtype} {ref.shape}): they are not from the same model")
+    differing = int(np.count_nonzero(ref != cand))
+    result = OutputDifference(dtype=ref.dtype.name, values=int(ref.size), differing=differing)
+    if ref.dtype.kind in "iu":
+        steps = np.abs(ref.astype(np.int64) - cand.astype(np.int64))
+        result.max_steps = int(steps.max()) if steps.size else 0
+        counts = np.bincount(steps.ravel())
+        result.steps = {str(k): int(n) for k, n in enumerate(counts) if k and n}
+    return result
+
+
+def describe_vs_host(vs_host: dict) -> str:
+    """One line for a backend's `vs_host_litert`: how its outputs differ from host LiteRT's."""
+    diff = vs_host["output_difference"]
+    text = (f"{diff['differing']}/{diff['values']} {diff['dtype']} output values differ from host LiteRT "
+            f"({diff['fraction'] * 100:.1f}%)")
+    if diff["max_steps"]:
+        text += f", by at most {diff['max_steps']} quantization step{'s' if diff['max_steps'] > 1 else ''}"
+    return (text + f"; max abs err {vs_host['max_abs_err']:.3g}, top-1 agreement with the host "
+            f"{vs_host['top1_agreement'] * 100:.2f}% (ran on {vs_host['machine']}, {vs_host['cpu_model']})")
 
 
 def check_thresholds(metrics: BackendMetrics, thresholds: Thresholds) -> list[Check]:
@@ -219,10 +268,14 @@ def _timed_run(runner, images, batch_size, progress: ProgressFn | None) -> tuple
 
 
 def run_parity(model, tflite_paths=(), onnx_path=None, images=None, thresholds: Thresholds | None = None,
-               progress: ProgressFn | None = None, batch_size: int = 64, num_threads: int | None = None) -> ParityResult:
+               progress: ProgressFn | None = None, batch_size: int = 64, num_threads: int | None = None,
+               tflite_runner: Callable | None = None) -> ParityResult:
     """Run PyTorch (reference), optional ONNX and each TFLite model on `images` (an ImageSet); gate.
 
     model: a LoadedModel (mixdeploy.models.load_model) or anything with `.module`/`.name`.
+    tflite_runner(path, num_threads) -> Runner runs the TFLite models instead of host LiteRT
+    (mixdeploy.bench.twin.TwinRunner: the ARM64 twin); a runner with a `vs_host_litert` dict
+    after its run has it copied into the backend's metrics.
     """
     from mixdeploy import runtimes
 
@@ -238,7 +291,9 @@ def run_parity(model, tflite_paths=(), onnx_path=None, images=None, thresholds: 
     if onnx_path is not None:
         candidates.append((runtimes.OnnxRunner(onnx_path, name=f"onnx:{Path(str(onnx_path)).name}", num_threads=num_threads), onnx_path))
     for path in tflite_paths:
-        candidates.append((runtimes.TfliteRunner(path, name=f"tflite:{Path(path).name}", num_threads=num_threads), path))
+        runner = tflite_runner(path, num_threads) if tflite_runner else \
+            runtimes.TfliteRunner(path, name=f"tflite:{Path(path).name}", num_threads=num_threads)
+        candidates.append((runner, path))
 
     backends, checks = [], []
     for runner, path in candidates:
@@ -246,6 +301,7 @@ def run_parity(model, tflite_paths=(), onnx_path=None, images=None, thresholds: 
         metrics = compare(ref_logits, logits, images.labels, backend=runner.name, class_names=images.class_names)
         metrics.path, metrics.seconds = str(path), seconds
         metrics.file_size = Path(path).stat().st_size if Path(str(path)).is_file() else None
+        metrics.vs_host_litert = getattr(runner, "vs_host_litert", None)
         backends.append(metrics)
         checks.extend(check_thresholds(metrics, thresholds))
     return ParityResult(model=getattr(model, "name", type(model).__name__), data=images.source, images=len(images),
@@ -290,6 +346,10 @@ def to_markdown(result: ParityResult) -> str:
         "|" + "---|" * len(HEADERS),
     ]
     lines += ["| " + " | ".join(row) + " |" for row in _rows(result)]
+    vs_host = [(m.backend, m.vs_host_litert) for m in result.backends if m.vs_host_litert]
+    if vs_host:
+        lines += ["", "## Against host LiteRT (the same input bytes)", ""]
+        lines += [f"- `{backend}`: {describe_vs_host(v)}" for backend, v in vs_host]
     if result.violations:
         lines += ["", "## Violations", ""]
         lines += [f"- `{c.backend}`: {c.message}" for c in result.violations]

@@ -25,5 +25,8 @@ if [ "$mode" = test ]; then
   # timm is the test oracle only. Its torchvision dependency would pull a CUDA torch:
   # the constraints file pins torch==2.13.0 and torchvision==0.28.0.
   "$PY" -m pip install -q --disable-pip-version-check -c scripts/test-constraints.txt -e ".[test]" timm
+  # The ARM64 twin (qemu-user + an arm64 Debian root + LiteRT's aarch64 wheel, ~40 s, cached in
+  # ~/.cache/mixdeploy/arm64-twin): the tests compare the phone's CPU kernels with the host's.
+  PYTHON="$PY" bash android_bench/setup_arm64_twin.sh
 fi
 echo "mixdeploy set-up done ($mode)."

@@ -151,10 +151,13 @@ def _keep_float(spec: str, report, onnx_file, calibration, target, args, loaded,
 @click.option("--blame-images", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads per runtime.")
+@click.option("--backend", default="host", show_default=True,
+              help="Who runs the TFLite models: host (LiteRT here) or arm64[:CPU], the ARM64 twin "
+                   "(LiteRT's aarch64 kernels under qemu; reports outputs that differ from the host's).")
 @click.option("--no-progress", is_flag=True)
 def parity(model, tflite_paths, onnx_path, weights, num_classes, input_size, data_source, limit, as_json, report_dir,
            min_top1_agreement, max_top1_drop, min_cosine, min_sqnr_db, blame, keep_float, calibration,
-           calibration_count, blame_images, batch_size, threads, no_progress):
+           calibration_count, blame_images, batch_size, threads, backend, no_progress):
     """Check that TFLite (and ONNX) models compute what MODEL computes in PyTorch.
 
     Exit 0 when every backend meets every threshold, 1 when one does not, 2 for bad input.
@@ -162,10 +165,12 @@ def parity(model, tflite_paths, onnx_path, weights, num_classes, input_size, dat
     from mixdeploy import data
     from mixdeploy import parity as parity_lib
     from mixdeploy.atomic import write_json_atomic
+    from mixdeploy.bench import twin
     from mixdeploy.models import load_model
 
     if not tflite_paths and not onnx_path:
         raise MixdeployError("nothing to compare: pass --tflite FILE (repeatable) and/or --onnx FILE")
+    tflite_runner = twin.parity_runner(backend)
     for path in [*tflite_paths, *([onnx_path] if onnx_path else [])]:
         if not Path(path).is_file():
             raise MixdeployError(f"file not found: {path}")
@@ -186,7 +191,7 @@ def parity(model, tflite_paths, onnx_path, weights, num_classes, input_size, dat
     with stage_progress(enabled=not no_progress and not as_json) as progress:
         result = parity_lib.run_parity(loaded, tflite_paths, onnx_path=onnx_path, images=images,
                                        thresholds=thresholds, progress=progress, batch_size=batch_size,
-                                       num_threads=threads)
+                                       num_threads=threads, tflite_runner=tflite_runner)
         int8_paths = [p for p in tflite_paths if _is_full_integer(p)]
         auto_keep = bool(keep_float) and keep_float.strip().lower() == "auto"
         wants_blame = (blame and not result.passed) or auto_keep
@@ -219,6 +224,9 @@ def parity(model, tflite_paths, onnx_path, weights, num_classes, input_size, dat
     else:
         out = _console()
         out.print(parity_lib.rich_table(result))
+        for m in result.backends:
+            if m.vs_host_litert:
+                out.print(f"{m.backend}: {parity_lib.describe_vs_host(m.vs_host_litert)}")
         for check in result.violations:
             out.print(f"[red]FAIL[/red] {check.backend}: {check.message}")
         if report is not None:
