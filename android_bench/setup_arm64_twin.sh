@@ -25,7 +25,7 @@ QEMU=qemu-aarch64-static
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 STEP="start"
-step() { STEP="$1"; echo "arm64 twin: $1" >&2; }
+step() { STEP="$1"; echo "arm64 twin: [${SECONDS}s] $1" >&2; }
 trap '[ "$BASH_SUBSHELL" -gt 0 ] || echo "arm64 twin set-up FAILED at step: $STEP (see the messages above); $TWIN is not marked ready. Fix the cause and run this script again." >&2' ERR
 
 if ! command -v "$QEMU" >/dev/null || ! command -v debootstrap >/dev/null; then

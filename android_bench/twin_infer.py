@@ -14,6 +14,7 @@ OUTPUTS.npz  output_0 .. output_K: (N, *output shape without batch), raw values 
 stdout       `progress I` after input I (1-based), then one `facts {json}` line: what really ran
              (machine, python, numpy, litert, MIDR_EL1 and HWCAPs as this CPU shows them,
              nodes delegated to XNNPACK).
+exit code    0 done, 2 inputs that do not fit the model, 3 a model LiteRT cannot load.
 """
 
 import argparse
@@ -77,8 +78,12 @@ def main(argv=None):
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=args.model, num_threads=args.threads)
-    interpreter.allocate_tensors()
+    try:
+        interpreter = Interpreter(model_path=args.model, num_threads=args.threads)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as err:    # not a model this LiteRT can run: one clear line
+        sys.stderr.write(f"LiteRT cannot load {args.model}: {type(err).__name__} {err}\n")
+        return 3
     [model_input] = interpreter.get_input_details()
     inputs = np.load(args.inputs)
     expected = tuple(int(d) for d in model_input["shape"][1:])

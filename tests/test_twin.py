@@ -159,6 +159,19 @@ def test_the_qemu_cpu_model_is_the_cpu_the_kernels_see(tiny_int8):
 
 
 @needs_twin
+def test_a_run_over_its_timeout_is_killed_and_a_bad_model_is_named(tiny_int8, tmp_path):
+    inputs = _tensors(tiny_int8, np.zeros((1, 3, 16, 16), np.float32))
+    with pytest.raises(twin.DeviceError, match=r"did not finish tiny_int8.tflite within 0.05 s and was killed"):
+        twin.run_tensors(tiny_int8, inputs, timeout_s=0.05)
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(b"not a flatbuffer" * 64)
+    with pytest.raises(twin.DeviceError, match=r"the ARM64 twin failed on broken.tflite \(exit code 3\):\nLiteRT cannot load .*broken.tflite: ValueError"):
+        twin.run_tensors(broken, inputs)
+    with pytest.raises(twin.MixdeployError, match="broken.tflite is not a valid TFLite model"):
+        twin.compare_with_host(broken, np.zeros((1, 3, 16, 16), np.float32))
+
+
+@needs_twin
 def test_cli_bench_arm64_parity_json_and_table(trained_int8_64px, fashion_64px, tmp_path):
     from click.testing import CliRunner
 

@@ -25,7 +25,7 @@ from mixdeploy.bench.adb import Adb, CommandTimeout, DeviceInfo
 from mixdeploy.bench.parse import BenchmarkOutput, OpProfileRow, parse_benchmark_output
 from mixdeploy.errors import DeviceError, MixdeployError
 from mixdeploy.manifest import sha256_file
-from mixdeploy.parity import OutputDifference
+from mixdeploy.parity import OutputDifference, compare, output_difference
 
 DEVICE_ROOT = "/data/local/tmp/mixdeploy"
 DEVICE_CACHE = f"{DEVICE_ROOT}/cache"
@@ -471,8 +471,6 @@ def host_raw_outputs(interp, input_details: dict, tensors: list[np.ndarray]) -> 
 def compare_outputs(host_raw: np.ndarray, device_raw: np.ndarray, details: dict) -> ParityResult:
     """A device's raw outputs against the host's for the same inputs: logit metrics of the
     dequantized values and how many raw values differ (by how many quantization steps)."""
-    from mixdeploy.parity import output_difference
-
     result = compare_logits(dequantize(host_raw, details), dequantize(device_raw, details))
     result.output_difference = output_difference(host_raw, device_raw)
     return result
@@ -480,8 +478,6 @@ def compare_outputs(host_raw: np.ndarray, device_raw: np.ndarray, details: dict)
 
 def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> ParityResult:
     """Logits (N, ...) of a device against the host's, through mixdeploy.parity.compare."""
-    from mixdeploy.parity import compare
-
     metrics = compare(reference.reshape(len(reference), -1), candidate.reshape(len(candidate), -1),
                       backend="device")
     return ParityResult(count=metrics.images, top1_agreement=metrics.top1_agreement,

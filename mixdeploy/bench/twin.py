@@ -177,13 +177,13 @@ def run_tensors(tflite_path, inputs: np.ndarray, cpu: str = DEFAULT_CPU, threads
 
 def _run_guest(twin: Twin, command: list[str], timeout_s: float, progress, what: str) -> dict:
     """Start the guest, follow its `progress` lines, return its `facts`; a fault is a DeviceError."""
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
-                                env=twin.env(), text=True, start_new_session=True)
-        killed = threading.Event()
+    killed = threading.Event()
+    facts = None
+    with tempfile.TemporaryFile() as err, subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, env=twin.env(), text=True,
+            start_new_session=True) as proc:
         timer = threading.Timer(timeout_s, lambda: (killed.set(), proc.kill()))
         timer.start()
-        facts = None
         try:
             for line in proc.stdout:
                 if line.startswith("progress ") and progress:
@@ -191,11 +191,10 @@ def _run_guest(twin: Twin, command: list[str], timeout_s: float, progress, what:
                 elif line.startswith("facts "):
                     facts = json.loads(line[len("facts "):])
             code = proc.wait()
-        finally:
+        finally:                          # also on Ctrl-C: the guest never outlives the call
             timer.cancel()
             if proc.poll() is None:
                 proc.kill()
-                proc.wait()
         err.seek(0)
         tail = "\n".join(err.read().decode(errors="replace").strip().splitlines()[-15:])
     if killed.is_set():
@@ -221,7 +220,10 @@ def compare_with_host(tflite_path, images_nchw: np.ndarray, cpu: str = DEFAULT_C
                       timeout_s: float = 600.0, progress=None) -> TwinParity:
     """Preprocessed NCHW float32 images -> the same bytes to the twin and to host LiteRT -> compared
     by the phone path's comparison (phone.compare_outputs, on mixdeploy.parity)."""
-    interp, input_details, output_details = phone.io_details(Path(tflite_path))
+    try:
+        interp, input_details, output_details = phone.io_details(Path(tflite_path))
+    except ValueError as err:             # LiteRT's answer to a file that is no flatbuffer model
+        raise MixdeployError(f"{tflite_path} is not a valid TFLite model ({err}): re-export it") from None
     tensors = phone.prepare_parity_inputs(images_nchw, input_details)
     run = run_tensors(tflite_path, np.concatenate(tensors), cpu=cpu, threads=threads,
                       timeout_s=timeout_s, progress=progress)

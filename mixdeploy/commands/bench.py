@@ -215,8 +215,11 @@ def _print_phone_details(result) -> None:
                      f"ran as {escape(slow.node_type)} ({slow.avg_ms:.3f} ms): consider --lowering decompose")
     if result.parity:
         p = result.parity
+        diff = p.output_difference
+        steps = f", by at most {diff.max_steps} steps" if diff.max_steps else ""
         stderr.print(f"on-device parity vs host LiteRT ({p.count} inputs): top-1 agreement "
-                     f"{p.top1_agreement:.3f}, cosine min {p.cosine_min:.5f}, max abs err {p.max_abs_err:.3g}")
+                     f"{p.top1_agreement:.3f}, cosine min {p.cosine_min:.5f}, max abs err {p.max_abs_err:.3g}; "
+                     f"{diff.differing}/{diff.values} {diff.dtype} output values differ{steps}")
 
 
 # --- the ARM64 twin --------------------------------------------------------------------------------
