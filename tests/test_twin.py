@@ -83,6 +83,25 @@ def test_cpu_facts_are_decoded_from_midr_and_hwcaps():
     assert top["cpu_model"] == "qemu max r0p0" and {"sve", "i8mm", "sve2"} <= set(top["features"])
 
 
+def test_output_difference_counts_values_and_int8_steps_without_wrapping():
+    from mixdeploy import parity
+
+    host = np.array([[0, 5, -128], [127, 3, 3]], np.int8)
+    arm = np.array([[1, 5, -126], [-128, 3, 0]], np.int8)
+    diff = parity.output_difference(host, arm)
+    assert (diff.values, diff.differing, diff.max_steps) == (6, 4, 255)     # 127 vs -128: 255 steps, not 1
+    assert diff.steps == {"1": 1, "2": 1, "3": 1, "255": 1} and diff.to_dict()["fraction"] == 4 / 6
+    floats = parity.output_difference(np.ones((2, 3), np.float32), np.array([[1, 1, 1 + 2e-7]] * 2, np.float32))
+    assert (floats.differing, floats.max_steps, floats.steps) == (2, None, None)
+    with pytest.raises(parity.MixdeployError, match="not from the same model"):
+        parity.output_difference(host, arm.astype(np.int16))
+    # the phone path's comparison is mixdeploy.parity's: min cosine is the worst row's
+    result = phone.compare_outputs(host, arm, {"dtype": np.int8, "quantization": (0.5, 0)})
+    assert result.output_difference == diff and result.max_abs_err == 127.5
+    assert result.cosine_min == pytest.approx(min(parity.compare(host[i:i + 1] * 0.5, arm[i:i + 1] * 0.5).mean_cosine
+                                                  for i in range(2)))
+
+
 def test_device_specs():
     assert twin.parse_device("arm64") == "cortex-a76" and twin.parse_device("ARM64:Max") == "max"
     assert twin.parse_device("pixel") is None and twin.parse_device("host") is None

@@ -65,8 +65,8 @@ def bench(files, device, threads, runs, warmup, no_xnnpack, baselines, onnx_path
 
     twin_cpu = twin.parse_device(device)
     if twin_cpu:
-        _bench_on_twin(files, twin_cpu, parity, parity_data, parity_count, torch_model, weights, timeout_s,
-                       as_json, unsupported={"--no-xnnpack": no_xnnpack, "--baseline": baselines,
+        _bench_on_twin(files, twin_cpu, (thread_counts or [1])[0], parity, parity_data, parity_count,
+                       torch_model, weights, timeout_s, as_json, unsupported={"--no-xnnpack": no_xnnpack, "--baseline": baselines,
                                              "--op-profile": op_profile, "--benchmark-binary": benchmark_binary,
                                              "--plot": plot, "--delegate": delegate != "xnnpack"})
         return
@@ -224,7 +224,7 @@ def _print_phone_details(result) -> None:
 
 # --- the ARM64 twin --------------------------------------------------------------------------------
 
-def _bench_on_twin(files, cpu, parity, parity_data, parity_count, torch_model, weights, timeout_s,
+def _bench_on_twin(files, cpu, threads, parity, parity_data, parity_count, torch_model, weights, timeout_s,
                    quiet, unsupported):
     from mixdeploy.bench import twin
 
@@ -235,14 +235,15 @@ def _bench_on_twin(files, cpu, parity, parity_data, parity_count, torch_model, w
     if not parity:
         raise MixdeployError(f"--device arm64 checks what the phone's CPU kernels compute: add --parity. "
                              f"{twin.NO_LATENCY}")
-    twin.find_twin()                      # not set up: say so before loading data or models
+    twin.check_cpu(twin.find_twin(), cpu)     # not set up, or no such CPU: say so before any work
     explicit_torch = _load_torch_module(torch_model, weights) if torch_model else None
     results = []
     for path in files:
         images = _parity_images(path, parity_data, parity_count)
         torch_module, why_not = (explicit_torch, None) if explicit_torch is not None else _manifest_torch(path)
         with stage_progress(enabled=not quiet) as progress:
-            result = twin.bench_twin(path, images, cpu=cpu, torch_module=torch_module, timeout_s=timeout_s,
+            result = twin.bench_twin(path, images, cpu=cpu, torch_module=torch_module, threads=threads,
+                                     timeout_s=timeout_s,
                                      progress=_counting(progress, f"arm64:{cpu} {Path(path).name}", len(images)))
         if why_not:
             result.notes.append(why_not)
