@@ -76,6 +76,8 @@ class ClusterFacts:
     threads: dict
     wall_seconds: float         # pool start (models loaded) to the last shard back
     images_per_second: float
+    worker_seconds: float       # summed over shards: reading, preprocessing, every backend (no start-up)
+    worker_cpu_seconds: float   # the CPU time of that: below worker_seconds when workers wait for a core
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -142,6 +144,7 @@ class ShardWorker:
 
         if self.runners is None:
             self._load(shared)
+        shard_began, cpu_began = time.perf_counter(), time.process_time()
         images = data.load_slice(self.index, self.model.preprocessing, start, stop)
         logits, seconds = [], []
         for runner in self.runners:
@@ -149,6 +152,7 @@ class ShardWorker:
             logits.append(runner.run(images, batch_size=self.batch_size))
             seconds.append(time.perf_counter() - began)
         return {"start": start, "logits": logits, "seconds": seconds, "backends": [r.name for r in self.runners],
+                "shard_seconds": time.perf_counter() - shard_began, "cpu_seconds": time.process_time() - cpu_began,
                 "process": (ray.get_runtime_context().get_node_id(), os.getpid())}
 
 
@@ -158,7 +162,7 @@ def _task_error(ray, err) -> MixdeployError:
     if isinstance(cause, MixdeployError):
         return MixdeployError(str(cause), exit_code=cause.exit_code)
     if isinstance(err, ray.exceptions.RayActorError):
-        return MixdeployError(f"a Ray worker died {MAX_RESTARTS + 1} times and the run was given up ({err}). "
+        return MixdeployError(f"a Ray worker kept dying (restarted up to {MAX_RESTARTS} times) and the run was given up ({err}). "
                               "Check the workers' memory and `ray logs`; every node needs mixdeploy installed "
                               "and the data and model files at the same paths", exit_code=1)
     return MixdeployError(f"a Ray worker failed: {type(cause or err).__name__}: {cause or err}", exit_code=1)
@@ -223,7 +227,9 @@ def ray_backend_runs(model, tflite_paths, onnx_path, index: data.ImageIndex, add
     facts = ClusterFacts(address=address, nodes=nodes, cpus=cpus, workers=pool_size, cpus_per_worker=cpus_per_worker,
                          worker_processes=len({r["process"] for r in results}), shards=len(ranges),
                          shard_images=ranges[0][1] - ranges[0][0], batch_size=batch_size,
-                         threads=threads.to_dict(), wall_seconds=wall, images_per_second=len(index) / wall)
+                         threads=threads.to_dict(), wall_seconds=wall, images_per_second=len(index) / wall,
+                         worker_seconds=sum(r["shard_seconds"] for r in results),
+                         worker_cpu_seconds=sum(r["cpu_seconds"] for r in results))
     return runs, facts
 
 

@@ -60,14 +60,14 @@ def test_cli_ray_local_reads_a_list_file_on_the_workers_and_matches_the_local_ru
                                                                                  tmp_path):
     ray = pytest.importorskip("ray", reason="Ray tests need the extra: pip install -e '.[ray]'")
     connected_before = ray.is_initialized()
-    list_file = _write_list_file(tmp_path, 300)
+    list_file = _write_list_file(tmp_path, 128)
     common = [trained_checkpoint, "--tflite", models[0], "--tflite", models[1], "--data", list_file, "--json",
               "--no-blame", "--min-top1-agreement", "0.9", "--max-top1-drop", "5"]
     local = _parity_cli(*common)
     distributed = _parity_cli(*common, "--ray", "local")
     assert local.exit_code == 0 and distributed.exit_code == 0, distributed.output
     local_json, ray_json = json.loads(local.stdout), json.loads(distributed.stdout)
-    assert local_json["images"] == 300 and local_json["cluster"] is None
+    assert local_json["images"] == 128 and local_json["cluster"] is None
     assert _comparable(ray_json) == _comparable(local_json)
     cluster = ray_json["cluster"]
     assert cluster["address"] == "local" and cluster["nodes"] >= 1 and cluster["cpus"] >= 1

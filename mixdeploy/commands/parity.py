@@ -104,7 +104,8 @@ def _run_blame(result, int8_paths, args, loaded, preprocessing, images, progress
     return report, out, onnx_file, calibration, target
 
 
-def _keep_float(spec: str, report, onnx_file, calibration, target, args, run_parity):
+def _keep_float(spec: str, report, onnx_file, calibration, target, args, run_parity, progress):
+    """Re-export keeping `spec`'s nodes in float; `run_parity(paths, onnx)` checks the new model."""
     from mixdeploy import blame
 
     if spec.strip().lower() == "auto":
@@ -115,7 +116,6 @@ def _keep_float(spec: str, report, onnx_file, calibration, target, args, run_par
     else:
         nodes = [n.strip() for n in spec.split(",") if n.strip()]
     out_path = Path(args["report_dir"] or Path(target).parent) / f"{Path(target).stem}_keepfloat.tflite"
-    progress = args["progress"]
     progress("keep-float: convert", 0, 1)
     result = blame.reexport_keep_float(onnx_file, nodes, calibration, out_path, target,
                                        io_dtype=args["io_dtype"], input_layout=args["input_layout"])
@@ -194,8 +194,6 @@ def parity(model, tflite_paths, onnx_path, weights, num_classes, input_size, dat
     images = None if ray_address else index.load(preprocessing)
 
     with stage_progress(enabled=not no_progress and not as_json) as progress:
-        args["progress"] = progress
-
         def run_parity(paths, onnx):
             if ray_address:
                 from mixdeploy.parity_ray import run_parity_ray
@@ -224,7 +222,7 @@ def parity(model, tflite_paths, onnx_path, weights, num_classes, input_size, dat
                 workdir = Path(tempfile.mkdtemp(prefix="mixdeploy-parity-"))
                 onnx_file = _float_onnx(onnx_path, target, loaded, preprocessing, workdir)
                 calib = _calibration(calibration, data_source, preprocessing, calibration_count, images)
-            kept = _keep_float(keep_float, report, onnx_file, calib, target, args, run_parity)
+            kept = _keep_float(keep_float, report, onnx_file, calib, target, args, run_parity, progress)
 
     if kept:
         tradeoff, rerun = kept
