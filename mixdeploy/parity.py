@@ -86,6 +86,7 @@ class ParityResult:
     checks: list[Check] = field(default_factory=list)
     preprocessing: dict | None = None
     blame: dict | None = None                 # filled by the CLI when --blame ran
+    cluster: dict | None = None               # Ray run facts (nodes, CPUs, wall time, images/s); None locally
 
     @property
     def passed(self) -> bool:
@@ -102,6 +103,7 @@ class ParityResult:
             "reference": self.reference.to_dict(), "backends": [b.to_dict() for b in self.backends],
             "checks": [c.to_dict() for c in self.checks],
             "violations": [c.to_dict() for c in self.violations], "blame": self.blame,
+            "cluster": self.cluster,
         }
 
 
@@ -218,39 +220,78 @@ def _timed_run(runner, images, batch_size, progress: ProgressFn | None) -> tuple
     return logits, time.perf_counter() - started
 
 
+@dataclass
+class BackendRun:
+    """One backend's logits over the whole image set, in image order."""
+    backend: str
+    logits: np.ndarray
+    seconds: float
+    path: str | None = None                   # the model file (None for the PyTorch reference)
+
+
+def backend_runners(model, tflite_paths=(), onnx_path=None, num_threads=None) -> list[tuple]:
+    """(runner, model path or None) for PyTorch (the reference, first), the ONNX and each TFLite model.
+
+    num_threads: one count for every runtime, or a dict with keys "torch", "onnx", "tflite"
+    (what a Ray worker gets, so that it computes with the settings of the local run).
+    """
+    from mixdeploy import runtimes
+
+    threads = num_threads if isinstance(num_threads, dict) else dict.fromkeys(("torch", "onnx", "tflite"), num_threads)
+    runners = [(runtimes.TorchRunner(model.module, name="pytorch", num_threads=threads["torch"]), None)]
+    if onnx_path is not None:
+        runners.append((runtimes.OnnxRunner(onnx_path, name=f"onnx:{Path(str(onnx_path)).name}",
+                                            num_threads=threads["onnx"]), onnx_path))
+    for path in tflite_paths:
+        runners.append((runtimes.TfliteRunner(path, name=f"tflite:{Path(path).name}", num_threads=threads["tflite"]), path))
+    return runners
+
+
+def score(model, runs: list[BackendRun], labels, class_names, data: str, thresholds: Thresholds | None = None,
+          preprocessing: dict | None = None) -> ParityResult:
+    """Metrics of every run against the first (the reference) and the threshold checks.
+
+    The one place parity numbers are made: the local run and the Ray run (mixdeploy.parity_ray)
+    both end here, with the logits of all images in image order.
+    """
+    thresholds = thresholds or Thresholds()
+    reference_run, candidate_runs = runs[0], runs[1:]
+    ref_logits = reference_run.logits
+    reference = compare(ref_logits, ref_logits, labels, backend=reference_run.backend, class_names=class_names)
+    reference.seconds = reference_run.seconds
+    backends, checks = [], []
+    for run in candidate_runs:
+        metrics = compare(ref_logits, run.logits, labels, backend=run.backend, class_names=class_names)
+        metrics.path, metrics.seconds = str(run.path), run.seconds
+        metrics.file_size = Path(run.path).stat().st_size if Path(str(run.path)).is_file() else None
+        backends.append(metrics)
+        checks.extend(check_thresholds(metrics, thresholds))
+    return ParityResult(model=getattr(model, "name", type(model).__name__), data=data, images=len(ref_logits),
+                        reference=reference, backends=backends, thresholds=thresholds, checks=checks,
+                        preprocessing=preprocessing)
+
+
+def run_backends(model, tflite_paths=(), onnx_path=None, images=None, progress: ProgressFn | None = None,
+                 batch_size: int = 64, num_threads=None) -> list[BackendRun]:
+    """Logits of PyTorch (first), the optional ONNX and each TFLite model on `images` (NCHW float32)."""
+    runs = []
+    for runner, path in backend_runners(model, tflite_paths, onnx_path, num_threads):
+        logits, seconds = _timed_run(runner, images, batch_size, progress)
+        runs.append(BackendRun(runner.name, logits, seconds, None if path is None else str(path)))
+    return runs
+
+
 def run_parity(model, tflite_paths=(), onnx_path=None, images=None, thresholds: Thresholds | None = None,
                progress: ProgressFn | None = None, batch_size: int = 64, num_threads: int | None = None) -> ParityResult:
     """Run PyTorch (reference), optional ONNX and each TFLite model on `images` (an ImageSet); gate.
 
     model: a LoadedModel (mixdeploy.models.load_model) or anything with `.module`/`.name`.
     """
-    from mixdeploy import runtimes
-
     if images is None or len(images) == 0:
         raise MixdeployError("parity needs images; pass --data fashion-mnist, an image folder or a .npy")
-    thresholds = thresholds or Thresholds()
-    reference_runner = runtimes.TorchRunner(model.module, name="pytorch", num_threads=num_threads)
-    ref_logits, ref_seconds = _timed_run(reference_runner, images.images, batch_size, progress)
-    reference = compare(ref_logits, ref_logits, images.labels, backend="pytorch", class_names=images.class_names)
-    reference.seconds = ref_seconds
-
-    candidates = []
-    if onnx_path is not None:
-        candidates.append((runtimes.OnnxRunner(onnx_path, name=f"onnx:{Path(str(onnx_path)).name}", num_threads=num_threads), onnx_path))
-    for path in tflite_paths:
-        candidates.append((runtimes.TfliteRunner(path, name=f"tflite:{Path(path).name}", num_threads=num_threads), path))
-
-    backends, checks = [], []
-    for runner, path in candidates:
-        logits, seconds = _timed_run(runner, images.images, batch_size, progress)
-        metrics = compare(ref_logits, logits, images.labels, backend=runner.name, class_names=images.class_names)
-        metrics.path, metrics.seconds = str(path), seconds
-        metrics.file_size = Path(path).stat().st_size if Path(str(path)).is_file() else None
-        backends.append(metrics)
-        checks.extend(check_thresholds(metrics, thresholds))
-    return ParityResult(model=getattr(model, "name", type(model).__name__), data=images.source, images=len(images),
-                        reference=reference, backends=backends, thresholds=thresholds, checks=checks,
-                        preprocessing=model.preprocessing.to_dict() if hasattr(model, "preprocessing") else None)
+    runs = run_backends(model, tflite_paths, onnx_path, images.images, progress, batch_size, num_threads)
+    return score(model, runs, images.labels, images.class_names, images.source, thresholds,
+                 model.preprocessing.to_dict() if hasattr(model, "preprocessing") else None)
 
 
 # ---------------------------------------------------------------- renderers
@@ -285,6 +326,7 @@ def to_markdown(result: ParityResult) -> str:
         f"- data: {result.data} ({result.images} images)",
         f"- result: **{'PASS' if result.passed else 'FAIL'}**",
         f"- thresholds: " + ", ".join(f"{k}={v}" for k, v in result.thresholds.to_dict().items() if v is not None),
+        *([f"- ray: {cluster_summary(result.cluster)}"] if result.cluster else []),
         "",
         "| " + " | ".join(HEADERS) + " |",
         "|" + "---|" * len(HEADERS),
@@ -300,6 +342,11 @@ def to_markdown(result: ParityResult) -> str:
     if result.blame:
         lines += ["", "## Blame (int8 per-layer error)", "", result.blame.get("markdown", "")]
     return "\n".join(lines) + "\n"
+
+
+def cluster_summary(cluster: dict) -> str:
+    return (f"{cluster['nodes']} node(s), {cluster['cpus']:g} CPUs, {cluster['workers']} worker(s), "
+            f"{cluster['shards']} shards, {cluster['wall_seconds']:.1f} s, {cluster['images_per_second']:.1f} images/s")
 
 
 def _worst_class_deltas(result: ParityResult, k: int = 3):

@@ -23,7 +23,8 @@ fi
 
 if [ "$mode" = test ]; then
   # timm is the test oracle only. Its torchvision dependency would pull a CUDA torch:
-  # the constraints file pins torch==2.13.0 and torchvision==0.28.0.
-  "$PY" -m pip install -q --disable-pip-version-check -c scripts/test-constraints.txt -e ".[test]" timm
+  # the constraints file pins torch==2.13.0 and torchvision==0.28.0. The `ray` extra
+  # (`parity --ray`) is optional for users; the tests run it on a local cluster.
+  "$PY" -m pip install -q --disable-pip-version-check -c scripts/test-constraints.txt -e ".[test,ray]" timm
 fi
 echo "mixdeploy set-up done ($mode)."
