@@ -266,6 +266,9 @@ def test_bad_inputs_exit_2_with_a_message_and_write_nothing(tmp_path):
     a_file.write_text("x")
     bench_without_fields = tmp_path / "bench.json"
     bench_without_fields.write_text(json.dumps({"results": [], "table": [{"label": "x"}]}))
+    truncated_parity = tmp_path / "parity.json"
+    truncated_parity.write_text(json.dumps({"reference": {"backend": "pytorch"}, "checks": [],
+                                            "backends": [{"backend": "tflite:m.tflite"}]}))
     out = tmp_path / "out" / "report.html"
     cases = [
         ([tmp_path / "missing"], out, "does not exist"),
@@ -273,6 +276,7 @@ def test_bad_inputs_exit_2_with_a_message_and_write_nothing(tmp_path):
         ([unknown], out, "of a shape `mixdeploy report` does not know"),
         ([folder], out, "nothing to report"),
         ([bench_without_fields], out, "lacks fields"),
+        ([truncated_parity], out, "an entry of `backends` lacks top1_agreement, images"),
         ([unknown], folder, "is a folder"),
         ([unknown], a_file / "report.html", "is a file, not a folder"),
     ]
@@ -327,3 +331,13 @@ def test_junit_failures_name_the_report_link():
     [failure] = root.findall(".//failure")
     assert failure.text.endswith("report: https://ci.example/report.html")
     assert ET.fromstring(parity.to_junit_xml(result)).find(".//properties") is None
+
+
+def test_a_change_of_exactly_the_tolerance_is_not_flagged():
+    from mixdeploy.report.baseline import Change
+
+    # 1781 -> 1779 of 2000 images right: 0.10 points, which float arithmetic makes 0.10000000000000853
+    on_limit = Change("top-1", "m b", 0.8905 * 100, 0.8895 * 100, "%", False, 0.1, False)
+    assert abs(on_limit.delta) > 0.1 and not on_limit.flagged
+    over = Change("top-1", "m b", 0.8905 * 100, 0.8890 * 100, "%", False, 0.1, False)
+    assert over.flagged and over.worse and over.verdict == "⚑ less accurate"

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# Accuracy comes in whole images (0.05 points of 2000): a change of exactly the tolerance is not
+# over it, whatever float subtraction makes of it (0.8895*100 - 0.8905*100 = -0.10000000000000853).
+ROUNDING = 1e-9
+
 
 @dataclass(frozen=True)
 class Tolerances:
@@ -35,7 +39,7 @@ class Change:
 
     @property
     def flagged(self) -> bool:
-        return abs(self.delta) > self.tolerance
+        return abs(self.delta) > self.tolerance + ROUNDING
 
     @property
     def worse(self) -> bool:

@@ -72,8 +72,9 @@ def build_report(inputs: Inputs, baseline: Inputs | None = None, tolerances: Tol
         sections.append(baseline_section(changes, baseline_name or "baseline", tolerances or Tolerances()))
     sections.insert(0, summary_section(inputs, rows, changes))
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    facts = [f"{len(inputs.exports)} export(s), {len(inputs.bench)} bench result(s), "
-             f"{len(inputs.parity)} parity result(s), {len(inputs.blame)} blame result(s)",
+    counts = (f"{len(inputs.exports)} export(s), {len(inputs.bench)} bench result(s), "
+              f"{len(inputs.parity)} parity result(s), {len(inputs.blame)} blame result(s)")
+    facts = [counts,
              *(["baseline: " + baseline_name] if baseline is not None else []),
              f"made by mixdeploy {version or ''} on {when}".replace("  ", " ")]
     models = sorted({e.model_name for e in inputs.exports} | {p.data.get("model", "?") for p in inputs.parity})

@@ -54,7 +54,7 @@ class Section:
     title: str
     blocks: list = field(default_factory=list)
 
-    def add(self, *blocks) -> "Section":
+    def add(self, *blocks) -> Section:
         self.blocks.extend(b for b in blocks if b is not None)
         return self
 

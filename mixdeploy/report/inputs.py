@@ -69,6 +69,29 @@ def kind_of(doc) -> str | None:
     return None
 
 
+# Keys each entry of a recognised document must have: the report reads them without further checks.
+REQUIRED = {
+    "parity": {"backends": ("backend", "top1_agreement", "images"), "reference": ("backend",)},
+    "blame": {"layers": ("rank", "op", "tensor", "rmse_over_scale")},
+    "bench": {"results": (), "table": ()},
+    "manifest": {"files": ("path",)},
+}
+
+
+def check_shape(kind: str, doc: dict, path: Path) -> None:
+    """Refuse a document of a known kind whose entries lack what the report reads (edited, truncated, old)."""
+    for key, needed in REQUIRED[kind].items():
+        entries = doc.get(key) or []
+        entries = [entries] if isinstance(entries, dict) else entries
+        for entry in entries if isinstance(entries, list) else [None]:
+            missing = [k for k in needed if k not in entry] if isinstance(entry, dict) else ["(an object)"]
+            if missing:
+                raise MixdeployError(f"{path}: an entry of `{key}` lacks {', '.join(missing)}; write it again "
+                                     f"with this mixdeploy (`{kind}` output), or leave the file out")
+    if kind == "parity" and isinstance(doc.get("blame"), dict):
+        check_shape("blame", doc["blame"], path)
+
+
 def read_json(path: Path):
     try:
         return json.loads(path.read_text())
@@ -114,10 +137,12 @@ def _add(inputs: Inputs, path: Path, seen: set[Path], explicit: bool) -> None:
         if explicit:
             raise MixdeployError(f"{path} is JSON of a shape `mixdeploy report` does not know; {WHAT_TO_GIVE}")
         inputs.notes.append(f"skipped {path}: not a manifest, bench, parity or blame result")
-    elif kind == "manifest":
-        inputs.exports.append(Export(folder=path.parent, manifest=doc))
     else:
-        getattr(inputs, kind).append(Document(path=path, kind=kind, data=doc))
+        check_shape(kind, doc, path)
+        if kind == "manifest":
+            inputs.exports.append(Export(folder=path.parent, manifest=doc))
+        else:
+            getattr(inputs, kind).append(Document(path=path, kind=kind, data=doc))
 
 
 def _drop_blame_already_in_parity(inputs: Inputs) -> None:
