@@ -62,14 +62,14 @@ def build_report(inputs: Inputs, baseline: Inputs | None = None, tolerances: Tol
         raise MixdeployError("nothing to report: the inputs hold no manifest.json, bench or parity JSON; "
                              "give export folders (`mixdeploy export -o DIR`) or the output of "
                              "`mixdeploy bench --json` / `mixdeploy parity --json`")
+    tolerances = tolerances or Tolerances()
     rows = latency_rows(inputs)
     sections = [latency_section(rows), op_profile_section(inputs), parity_section(inputs),
                 blame_section(inputs), graph_section(inputs)]
     changes = None
     if baseline is not None:
-        changes = compare_inputs(inputs, baseline, tolerances or Tolerances(),
-                                 latency_rows(inputs), latency_rows(baseline))
-        sections.append(baseline_section(changes, baseline_name or "baseline", tolerances or Tolerances()))
+        changes = compare_inputs(inputs, baseline, tolerances, rows, latency_rows(baseline))
+        sections.append(baseline_section(changes, baseline_name or "baseline", tolerances))
     sections.insert(0, summary_section(inputs, rows, changes))
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     counts = (f"{len(inputs.exports)} export(s), {len(inputs.bench)} bench result(s), "
