@@ -4,7 +4,8 @@ Metrics per backend (all on the same preprocessed images):
   top-1 / top-5 accuracy (when labels exist) and the top-1 drop vs PyTorch in points,
   top-1 agreement (fraction of images whose argmax equals PyTorch's), mean logit cosine,
   max abs logit error, SQNR in dB (10*log10(signal energy / error energy) over all logits),
-  per-class accuracy deltas.
+  per-class accuracy deltas, and the top-1 flips (images whose predicted class changed, counted
+  per reference class -> candidate class pair: the confusions quantization introduced).
 Thresholds apply to every non-reference backend; each (backend, threshold) pair is one check,
 rendered as one JUnit testcase so CI shows exactly which backend violated what.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,8 @@ MAX_SQNR_DB = 300.0  # identical logits: report a finite ceiling, JSON has no in
 # Count-based metrics land exactly on limits (e.g. 0.880 - 0.875 = 0.5000000000000004 points):
 # compare with a tolerance far below one image's worth so "drop 0.50 <= 0.50" passes.
 LIMIT_TOLERANCE = 1e-9
+# Flip pairs kept per backend: all of them for 10 classes (at most 90), the commonest for 1000.
+MAX_FLIP_PAIRS = 50
 
 ProgressFn = Callable[[str, int, int], None]  # (backend name, images done, images total)
 
@@ -43,6 +47,7 @@ class BackendMetrics:
     reference_top1: float | None = None
     top1_drop_points: float | None = None     # (reference - candidate) * 100
     per_class_delta_points: dict[str, float] | None = None
+    flips: list[dict] | None = None           # [{"reference": cls, "candidate": cls, "count": n}], most first
     path: str | None = None
     file_size: int | None = None
     seconds: float | None = None
@@ -141,6 +146,14 @@ def per_class_accuracy(logits: np.ndarray, labels: np.ndarray, num_classes: int)
     return acc
 
 
+def top1_flips(reference_top1: np.ndarray, candidate_top1: np.ndarray, names: list[str]) -> list[dict]:
+    """Images whose top-1 class changed, counted per (reference class, candidate class), most first."""
+    changed = reference_top1 != candidate_top1
+    pairs = Counter(zip(reference_top1[changed].tolist(), candidate_top1[changed].tolist()))
+    ranked = sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_FLIP_PAIRS]
+    return [{"reference": names[r], "candidate": names[c], "count": n} for (r, c), n in ranked]
+
+
 def compare(reference_logits: np.ndarray, candidate_logits: np.ndarray, labels: np.ndarray | None = None,
             backend: str = "candidate", class_names: list[str] | None = None) -> BackendMetrics:
     """Metrics of `candidate_logits` against `reference_logits` (both (N, classes))."""
@@ -157,14 +170,15 @@ def compare(reference_logits: np.ndarray, candidate_logits: np.ndarray, labels: 
         max_abs_error=float(np.max(np.abs(ref - cand))) if ref.size else 0.0,
         sqnr_db=float(sqnr_db(ref, cand)),
     )
+    num_classes = ref.shape[1]
+    names = class_names if class_names and len(class_names) == num_classes else [str(c) for c in range(num_classes)]
+    metrics.flips = top1_flips(ref.argmax(1), cand.argmax(1), names)
     if labels is not None:
         labels = np.asarray(labels, np.int64)
         metrics.top1 = topk_accuracy(cand, labels, 1)
         metrics.top5 = topk_accuracy(cand, labels, 5)
         metrics.reference_top1 = topk_accuracy(ref, labels, 1)
         metrics.top1_drop_points = (metrics.reference_top1 - metrics.top1) * 100.0
-        num_classes = ref.shape[1]
-        names = class_names if class_names and len(class_names) == num_classes else [str(c) for c in range(num_classes)]
         delta = (per_class_accuracy(cand, labels, num_classes) - per_class_accuracy(ref, labels, num_classes)) * 100.0
         metrics.per_class_delta_points = {names[c]: float(delta[c]) for c in range(num_classes) if not np.isnan(delta[c])}
     return metrics
@@ -359,15 +373,27 @@ def _worst_class_deltas(result: ParityResult, k: int = 3):
     return out
 
 
-def to_junit_xml(result: ParityResult) -> str:
-    """One <testcase> per backend per threshold; a violated threshold is a <failure>."""
+JUNIT_REPORT_PROPERTY = "mixdeploy.report"
+
+
+def to_junit_xml(result: ParityResult, report_link: str | None = None) -> str:
+    """One <testcase> per backend per threshold; a violated threshold is a <failure>.
+
+    `report_link` (a path or URL of the human report) becomes a testsuite property and ends
+    every failure's text, so a CI page that shows the failure also shows where to look.
+    """
     suite = ET.Element("testsuite", name=f"mixdeploy-parity.{result.model}", tests=str(len(result.checks)),
                        failures=str(len(result.violations)), errors="0", skipped="0")
+    if report_link:
+        properties = ET.SubElement(suite, "properties")
+        ET.SubElement(properties, "property", name=JUNIT_REPORT_PROPERTY, value=report_link)
     for check in result.checks:
         case = ET.SubElement(suite, "testcase", classname=f"parity.{check.backend}", name=check.threshold)
         if not check.passed:
             failure = ET.SubElement(case, "failure", message=check.message, type="ThresholdViolation")
             failure.text = f"{check.backend}: {check.message} (value={check.value}, limit={check.limit})"
+            if report_link:
+                failure.text += f"\nreport: {report_link}"
         else:
             ET.SubElement(case, "system-out").text = check.message
     suites = ET.Element("testsuites")
@@ -388,13 +414,17 @@ def rich_table(result: ParityResult):
     return table
 
 
-def write_reports(result: ParityResult, out_dir) -> dict[str, Path]:
-    """parity.json, parity.md and parity-junit.xml in `out_dir`, each written atomically."""
+def write_reports(result: ParityResult, out_dir, report_link: str | None = None) -> dict[str, Path]:
+    """parity.json, parity.md and parity-junit.xml in `out_dir`, each written atomically.
+
+    The JUnit file links to `report_link` (e.g. where CI publishes `mixdeploy report`'s HTML),
+    else to the parity.md written beside it.
+    """
     from mixdeploy.atomic import write_json_atomic, write_text_atomic
 
     out_dir = Path(out_dir)
     return {
         "json": write_json_atomic(out_dir / "parity.json", result.to_dict()),
         "markdown": write_text_atomic(out_dir / "parity.md", to_markdown(result)),
-        "junit": write_text_atomic(out_dir / "parity-junit.xml", to_junit_xml(result)),
+        "junit": write_text_atomic(out_dir / "parity-junit.xml", to_junit_xml(result, report_link or "parity.md")),
     }

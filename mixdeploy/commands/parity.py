@@ -145,6 +145,9 @@ def _keep_float(spec: str, report, onnx_file, calibration, target, args, run_par
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False),
               help="Write parity.json, parity.md, parity-junit.xml (and blame.json) into this folder.")
+@click.option("--report-link", default=None,
+              help="Path or URL of the HTML report (`mixdeploy report`) that parity-junit.xml links to "
+                   "(default: the parity.md beside it).")
 @click.option("--min-top1-agreement", type=click.FloatRange(0, 1), default=0.99, show_default=True)
 @click.option("--max-top1-drop", type=click.FloatRange(min=0), default=0.5, show_default=True, help="Points.")
 @click.option("--min-cosine", type=click.FloatRange(-1, 1), default=None, help="Mean logit cosine.")
@@ -164,7 +167,7 @@ def _keep_float(spec: str, report, onnx_file, calibration, target, args, run_par
                    "'local' starts one here, or give HOST:PORT / ray://HOST:10001. Workers read --data themselves.")
 @click.option("--no-progress", is_flag=True)
 def parity(model, tflite_paths, onnx_path, weights, num_classes, preprocessing, data_source, limit, as_json, report_dir,
-           min_top1_agreement, max_top1_drop, min_cosine, min_sqnr_db, blame, keep_float, calibration,
+           report_link, min_top1_agreement, max_top1_drop, min_cosine, min_sqnr_db, blame, keep_float, calibration,
            calibration_count, blame_images, batch_size, threads, ray_address, no_progress):
     """Check that TFLite (and ONNX) models compute what MODEL computes in PyTorch.
 
@@ -175,6 +178,8 @@ def parity(model, tflite_paths, onnx_path, weights, num_classes, preprocessing, 
     from mixdeploy.atomic import write_json_atomic
     from mixdeploy.models import load_model
 
+    if report_link and not report_dir:
+        raise MixdeployError("--report-link names the report that parity-junit.xml links to: add --report DIR")
     if not tflite_paths and not onnx_path:
         raise MixdeployError("nothing to compare: pass --tflite FILE (repeatable) and/or --onnx FILE")
     for path in [*tflite_paths, *([onnx_path] if onnx_path else [])]:
@@ -237,7 +242,7 @@ def parity(model, tflite_paths, onnx_path, weights, num_classes, preprocessing, 
                                                                "parity": rerun.backends[0].to_dict(),
                                                                "passed": rerun.passed}}
     if report_dir:
-        parity_lib.write_reports(result, report_dir)
+        parity_lib.write_reports(result, report_dir, report_link)
         if result.blame:
             write_json_atomic(Path(report_dir) / "blame.json", result.blame)
     if as_json:
