@@ -20,6 +20,7 @@ import onnx
 
 from mixdeploy.errors import MixdeployError
 from mixdeploy.manifest import MANIFEST_NAME, file_record, tool_versions, write_manifest
+from mixdeploy.preprocess import PreprocessingOverrides
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 Progress = Callable[[str, int, int], None]  # (stage description, done, total)
@@ -31,7 +32,7 @@ class ExportOptions:
     out_dir: Path
     weights: str | None = None
     num_classes: int | None = None
-    input_size: int | None = None
+    preprocessing: PreprocessingOverrides = field(default_factory=PreprocessingOverrides)
     fmt: str = "tflite"                      # "onnx" stops after the rewrite
     precisions: tuple[str, ...] = ("fp32",)
     lowering: str = "auto"
@@ -94,12 +95,14 @@ def _export_into(staging: Path, options: ExportOptions, progress: Progress, warn
     started = time.perf_counter()
     progress("load model", 0, 1)
     loaded = load_model(options.source, weights=options.weights,
-                        num_classes=options.num_classes, input_size=options.input_size)
+                        num_classes=options.num_classes, preprocessing=options.preprocessing)
+    _warn_about_guessed_preprocessing(loaded, warn)
     size = loaded.preprocessing.input_size
     macs = count_macs(loaded.module, input_size=size)
     manifest: dict = {
         "model": _model_facts(loaded, macs),
         "preprocessing": loaded.preprocessing.to_dict(),
+        "preprocessing_sources": dict(loaded.preprocessing_sources),
         "input_layout": options.input_layout.upper(),
         "tools": tool_versions(),
         "stages": {},
@@ -129,6 +132,15 @@ def _export_into(staging: Path, options: ExportOptions, progress: Progress, warn
         manifest["parity"] = _quick_parity(loaded, tflite_paths, options, progress, warn)
     manifest["export_seconds"] = round(time.perf_counter() - started, 2)
     return manifest, staged
+
+
+def _warn_about_guessed_preprocessing(loaded, warn) -> None:
+    guessed = loaded.preprocessing_guesses()
+    if guessed:
+        warn(f"{loaded.weights_path} names no preprocessing; using the {loaded.name} default for "
+             f"{', '.join(guessed)} ({loaded.preprocessing.describe()}). Calibration, parity and the manifest "
+             "follow it: if the checkpoint was trained otherwise, pass --interpolation/--crop-pct/--mean/--std "
+             "or --preprocess config.json.")
 
 
 def _convert_all(staging, model, loaded, options, manifest, progress, warn) -> dict[str, Path]:

@@ -55,17 +55,11 @@ class Logger:
         self.lines.append(line)
 
 
-def create_mixnet_s(num_classes: int) -> tuple[torch.nn.Module, str]:
-    """Our own MixNet-S; timm's (same state-dict keys) only while mixdeploy.models is not there."""
-    try:
-        from mixdeploy.models import create_model
+def create_mixnet(name: str, num_classes: int) -> tuple[torch.nn.Module, str]:
+    """One of our MixNets (the same state-dict keys as timm's, so timm loads the checkpoint too)."""
+    from mixdeploy.models import create_model
 
-        return create_model("mixnet-s", num_classes=num_classes), "mixdeploy.models.create_model('mixnet-s')"
-    except ImportError:
-        sys.path.insert(0, str(REPO / "tests"))
-        from timm_oracle import timm
-
-        return timm.create_model("mixnet_s", num_classes=num_classes), "timm.create_model('mixnet_s') (state-dict compatible)"
+    return create_model(name, num_classes=num_classes), f"mixdeploy.models.create_model({name!r})"
 
 
 def grey_tensors(images_u8: np.ndarray, pre: Preprocessing) -> torch.Tensor:
@@ -117,7 +111,10 @@ def lr_at(progress: float, base_lr: float, warmup: float) -> float:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="mixnet-s", help="a mixdeploy zoo name: mixnet-s, mixnet-m, tf-mixnet-m, ...")
     ap.add_argument("--input-size", type=int, default=32)
+    ap.add_argument("--interpolation", default="bicubic",
+                    help="resize 28 -> input size; the 224 fixtures use bilinear (the common recipe)")
     ap.add_argument("--epochs", type=float, default=None, help="fixed length; default: time-boxed")
     ap.add_argument("--time-budget-min", type=float, default=18.0)
     ap.add_argument("--batch-size", type=int, default=128)
@@ -138,7 +135,7 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
-    pre = Preprocessing(input_size=args.input_size, crop_pct=1.0, interpolation="bicubic")
+    pre = Preprocessing(input_size=args.input_size, crop_pct=1.0, interpolation=args.interpolation)
 
     train_u8, train_y = load_fashion_mnist_raw("train")
     test_u8, test_y = load_fashion_mnist_raw("test")
@@ -146,14 +143,15 @@ def main(argv=None):
     train_y, test_y = torch.from_numpy(train_y), torch.from_numpy(test_y)
     log(f"data: train {tuple(train_x.shape)} test {tuple(test_x.shape)} at {args.input_size}px, device {device}")
 
-    model, model_source = create_mixnet_s(10)
+    model, model_source = create_mixnet(args.model, 10)
     init_recipe = None
     if args.init:
         init = torch.load(args.init, map_location="cpu", weights_only=True)
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in init["state_dict"].items()})
         init_recipe = init.get("mixdeploy", {}).get("recipe")
         log(f"initialized from {args.init} (test top-1 {init.get('mixdeploy', {}).get('test_top1')}%)")
-    model.to(device)
+    # channels_last: ~1.6x faster training on the CPU at 224 px (depthwise convs), same results.
+    model.to(device, memory_format=torch.channels_last)
     log(f"model: {model_source}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params")
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
@@ -176,7 +174,8 @@ def main(argv=None):
             for group in opt.param_groups:
                 group["lr"] = lr_at(progress, args.lr, warmup)
             idx = perm[b * args.batch_size:(b + 1) * args.batch_size]
-            x = to_input(augment(train_x[idx], args.pad, gen).to(device), pre)
+            x = to_input(augment(train_x[idx], args.pad, gen).to(device), pre).contiguous(
+                memory_format=torch.channels_last)
             loss = F.cross_entropy(model(x), train_y[idx].to(device), label_smoothing=args.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -208,7 +207,7 @@ def main(argv=None):
         "previous_stage": init_recipe, "torch": str(torch.__version__), "python": platform.python_version(),
     }
     meta = {
-        "model": "mixnet-s", "num_classes": 10, "class_names": list(FASHION_MNIST_CLASSES),
+        "model": args.model, "num_classes": 10, "class_names": list(FASHION_MNIST_CLASSES),
         "dataset": "fashion-mnist (Debian dataset-fashion-mnist)", "preprocessing": pre.to_dict(),
         "recipe": recipe, "test_top1": round(top1 * 100, 2),
         "test_images": len(test_y), "dtype": "float16",

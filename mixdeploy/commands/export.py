@@ -8,6 +8,7 @@ import click
 from rich.table import Table
 
 from mixdeploy.commands._console import print_json, stage_progress, stderr, stdout
+from mixdeploy.commands._options import TimmStyleCommand, preprocessing_options
 from mixdeploy.pipeline import ExportOptions, run_export
 
 
@@ -18,11 +19,11 @@ def _precisions(int8: bool, fp16: bool, dynamic: bool, int16x8: bool) -> tuple[s
     return tuple(chosen)
 
 
-@click.command()
+@click.command(cls=TimmStyleCommand)
 @click.argument("model")
 @click.option("--weights", type=click.Path(dir_okay=False), help="State dict or checkpoint file.")
 @click.option("--num-classes", type=click.IntRange(min=1), help="Classifier size (default: from weights or 1000).")
-@click.option("--input-size", type=click.IntRange(min=16), help="Square input side (default: the model's).")
+@preprocessing_options
 @click.option("--format", "fmt", type=click.Choice(["onnx", "tflite"]), default="tflite", show_default=True)
 @click.option("--int8", is_flag=True, help="Also a full-integer int8 model (calibrated).")
 @click.option("--fp16", is_flag=True, help="Also an fp16-weights model.")
@@ -42,13 +43,13 @@ def _precisions(int8: bool, fp16: bool, dynamic: bool, int16x8: bool) -> tuple[s
 @click.option("--dynamic-batch", is_flag=True, help="ONNX with a dynamic batch dimension.")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Output folder (default: out/MODEL).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
-def export(model, weights, num_classes, input_size, fmt, int8, fp16, dynamic, int16x8, io_dtype,
+def export(model, weights, num_classes, preprocessing, fmt, int8, fp16, dynamic, int16x8, io_dtype,
            input_layout, lowering, calib, calib_count, parity_data, parity_count, opset, dynamic_batch,
            out_dir, as_json):
     """Export MODEL (mixnet-s, tf-mixnet-m, timm:NAME, ...) to ONNX and TFLite."""
     options = ExportOptions(
         source=model, out_dir=Path(out_dir or Path("out") / model.replace(":", "_")),
-        weights=weights, num_classes=num_classes, input_size=input_size, fmt=fmt,
+        weights=weights, num_classes=num_classes, preprocessing=preprocessing, fmt=fmt,
         precisions=_precisions(int8, fp16, dynamic, int16x8), lowering=lowering, calib=calib,
         calib_count=calib_count, io_dtype=io_dtype, input_layout=input_layout,
         parity_data=parity_data, parity_count=parity_count, opset=opset, dynamic_batch=dynamic_batch,
@@ -60,6 +61,7 @@ def export(model, weights, num_classes, input_size, fmt, int8, fp16, dynamic, in
         print_json(result.manifest)
         return
     _print_files(result)
+    _print_preprocessing(result.manifest)
     if "parity" in result.manifest:
         _print_parity(result.manifest["parity"])
 
@@ -78,6 +80,19 @@ def _print_files(result) -> None:
                 ops = _short_histogram(facts.get("op_histogram", {}))
         table.add_row(record["path"], f"{record['bytes'] / 1e6:.2f} MB", ops)
     stdout.print(table)
+
+
+def _print_preprocessing(manifest: dict) -> None:
+    from rich.markup import escape
+
+    from mixdeploy.preprocess import Preprocessing
+
+    used = Preprocessing.from_dict(manifest["preprocessing"]).describe()
+    by_source: dict[str, list[str]] = {}
+    for name, source in manifest.get("preprocessing_sources", {}).items():
+        by_source.setdefault(source, []).append(name)
+    origin = "; ".join(f"{', '.join(names)} from {source}" for source, names in by_source.items())
+    stdout.print(escape(f"preprocessing: {used} ({origin})"))
 
 
 def _short_histogram(histogram: dict) -> str:

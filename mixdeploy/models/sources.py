@@ -12,6 +12,7 @@ A `module.` prefix (DataParallel / DDP) is stripped; weights are cast to float32
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -25,7 +26,8 @@ from mixdeploy.atomic import atomic_path
 from mixdeploy.errors import MixdeployError
 from mixdeploy.models.registry import (REGISTRY, TIMM_PREFIX, canonical_name, count_params, create_model,
                                        default_preprocessing, kernel_mix)
-from mixdeploy.preprocess import Preprocessing
+from mixdeploy.preprocess import (Preprocessing, PreprocessingOverrides, ResolvedPreprocessing,
+                                  resolve_preprocessing)
 
 STATE_DICT_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
 METADATA_KEY = "mixdeploy"
@@ -56,6 +58,15 @@ class LoadedModel:
     kernel_mix: dict[int, int] = field(default_factory=dict)
     class_names: list[str] | None = None  # from checkpoint metadata, when it has them
     metadata: dict = field(default_factory=dict)  # the checkpoint's whole "mixdeploy" block
+    # where each preprocessing field came from (flag / config / checkpoint / default)
+    preprocessing_sources: dict[str, str] = field(default_factory=dict)
+
+    def preprocessing_guesses(self) -> list[str]:
+        """Fields taken from the model's ImageNet default although a checkpoint was loaded: its
+        training preprocessing is unknown there, so calibration and parity may be off."""
+        if self.weights_path is None:
+            return []
+        return [name for name, source in self.preprocessing_sources.items() if source.startswith(DEFAULT_SOURCE)]
 
     def to_manifest(self) -> dict:
         return {"model": self.name, "source": self.source, "num_classes": self.num_classes,
@@ -65,8 +76,12 @@ class LoadedModel:
                 "preprocessing": self.preprocessing.to_dict()}
 
 
+DEFAULT_SOURCE = "default"
+
+
 def load_model(source: str, weights: str | os.PathLike | None = None, num_classes: int | None = None,
-               input_size: int | None = None) -> LoadedModel:
+               input_size: int | None = None,
+               preprocessing: PreprocessingOverrides | None = None) -> LoadedModel:
     """Build `source` and load `weights` into it; returns the module in eval mode with its facts.
 
     source: a registry name ('mixnet-s', 'tf_mixnet_l', ...), 'timm:<name>', a mixdeploy
@@ -74,7 +89,10 @@ def load_model(source: str, weights: str | os.PathLike | None = None, num_classe
         mixdeploy/weights/ (e.g. 'mixnet-s-fashion-mnist').
 
     num_classes: explicit value > checkpoint metadata > classifier shape in the weights > 1000.
-    input_size: overrides the preprocessing's input size (MixNets are fully convolutional).
+    input_size: shorthand for preprocessing=PreprocessingOverrides(input_size=...) (MixNets are
+        fully convolutional).
+    preprocessing: what the user said (flags, a config file); it wins over the checkpoint's
+        metadata, which wins over the model's default.
     """
     source_is_checkpoint = weights is None and checkpoint_named_by(source) is not None
     if source_is_checkpoint:
@@ -90,17 +108,24 @@ def load_model(source: str, weights: str | os.PathLike | None = None, num_classe
         apply_state_dict(module, checkpoint.state_dict, what=f"{checkpoint.path} into {name}")
     module.eval()
 
-    preprocessing = Preprocessing.from_dict(meta["preprocessing"]) if meta.get("preprocessing") \
-        else default_preprocessing(name)
-    if input_size is not None:
-        preprocessing = preprocessing.with_size(input_size)
+    resolved = _resolve_preprocessing(name, meta, checkpoint, preprocessing, input_size)
     return LoadedModel(module=module, name=name, source=str(source), num_classes=int(num_classes),
-                       preprocessing=preprocessing,
+                       preprocessing=resolved.preprocessing, preprocessing_sources=resolved.sources,
                        weights_sha256=checkpoint.sha256 if checkpoint else None,
                        weights_path=checkpoint.path if checkpoint else None,
                        params=count_params(module), kernel_mix=kernel_mix(module),
                        class_names=list(meta["class_names"]) if meta.get("class_names") else None,
                        metadata=dict(meta))
+
+
+def _resolve_preprocessing(name: str, meta: dict, checkpoint, overrides, input_size) -> ResolvedPreprocessing:
+    if input_size is not None:
+        overrides = dataclasses.replace(overrides or PreprocessingOverrides(), input_size=int(input_size))
+    if meta.get("preprocessing"):
+        base, base_source = Preprocessing.from_dict(meta["preprocessing"]), f"checkpoint {Path(checkpoint.path).name}"
+    else:
+        base, base_source = default_preprocessing(name), f"{DEFAULT_SOURCE} ({name})"
+    return resolve_preprocessing(base, base_source, overrides)
 
 
 def bundled_checkpoints() -> dict[str, Path]:
