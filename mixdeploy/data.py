@@ -4,6 +4,8 @@ Sources understood by `load_images`:
   - ``fashion-mnist``: Debian's ``dataset-fashion-mnist`` (IDX files, parsed with numpy + gzip);
   - an ImageFolder-style directory (one sub-folder per class, labels = sorted folder names);
   - a flat directory of images (no labels);
+  - a list file (``.txt``/``.lst``/``.list``): one ``path label`` per line, relative paths
+    read from the list file's folder (labels optional, all or none);
   - a ``.npy`` of raw images, (N,3,H,W) or (N,H,W,3), uint8 0-255 or float in [0,1].
 
 Parity, calibration and on-device runs must see the same tensors as training did, so all
@@ -12,6 +14,7 @@ image sources go through `preprocess_image` (PIL, following the model's `Preproc
 
 from __future__ import annotations
 
+import functools
 import gzip
 import logging
 import math
@@ -116,6 +119,69 @@ def preprocess_arrays(images_u8: np.ndarray, preprocessing: Preprocessing) -> np
     return preprocessing.normalize(out)
 
 
+# ---------------------------------------------------------------- the index: a source without its pixels
+#
+# Every source is first listed as an `ImageIndex` (file names, labels, the array file and how
+# many images), then read slice by slice with `load_slice`. A local run reads one slice, all of
+# it; a Ray run (mixdeploy.parity_ray) sends the index to its workers, each of which reads and
+# preprocesses its own slices from the paths they share: both see the same images, made by the
+# same code.
+
+
+@dataclass
+class ImageIndex:
+    kind: str                          # "fashion-mnist" (IDX file), "npy" (array file) or "files" (images)
+    source: str                        # human-readable; becomes ImageSet.source
+    count: int
+    labels: np.ndarray | None          # count int64, or None when the source has no labels
+    class_names: list[str] | None
+    path: str | None = None            # "fashion-mnist": the IDX images file; "npy": the .npy file
+    files: list[str] | None = None     # "files": absolute image paths, in order
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def num_classes(self) -> int | None:
+        return len(self.class_names) if self.class_names is not None else None
+
+    def load(self, preprocessing: Preprocessing, stop: int | None = None) -> ImageSet:
+        """The first `stop` images (all by default), preprocessed, with their labels."""
+        stop = self.count if stop is None else min(stop, self.count)
+        return ImageSet(images=load_slice(self, preprocessing, 0, stop),
+                        labels=self.labels[:stop] if self.labels is not None else None,
+                        class_names=self.class_names, source=self.source)
+
+
+def _limited_files(files: list[Path], labels: list[int] | None, limit: int | None):
+    """At most `limit` files; labeled sets spread the limit over classes (a seeded subset kept in
+    order): the first `limit` files of a class-sorted list would cover only the first classes."""
+    if limit is None or limit >= len(files):
+        return files, labels
+    if labels is None:
+        return files[:limit], None
+    order = sorted(np.random.default_rng(0).permutation(len(files))[:limit])
+    return [files[i] for i in order], [labels[i] for i in order]
+
+
+def _files_index(files: list[Path], labels: list[int] | None, class_names, limit, describe) -> ImageIndex:
+    files, labels = _limited_files(files, labels, limit)
+    return ImageIndex(kind="files", source=describe(len(files)), count=len(files),
+                      labels=np.asarray(labels, np.int64) if labels is not None else None,
+                      class_names=class_names, files=[str(f.absolute()) for f in files])
+
+
+def load_slice(index: ImageIndex, preprocessing: Preprocessing, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Images [start, stop) of `index` as normalized NCHW float32, following `preprocessing`."""
+    stop = index.count if stop is None else min(stop, index.count)
+    if index.kind == "fashion-mnist":
+        return preprocess_arrays(_idx_images(index.path, stop)[start:stop], preprocessing)
+    if index.kind == "npy":
+        path = Path(index.path)
+        return preprocess_arrays(_as_nhwc_u8(_open_npy(path)[start:stop], path), preprocessing)
+    return _preprocess_files([Path(f) for f in index.files[start:stop]], preprocessing)
+
+
 # ---------------------------------------------------------------- Fashion-MNIST
 
 
@@ -139,8 +205,7 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(tuple(dims))
 
 
-def load_fashion_mnist_raw(split: str = "test") -> tuple[np.ndarray, np.ndarray]:
-    """-> (N,28,28 uint8 images, N int64 labels) of the `split` ('train' or 'test')."""
+def _fashion_mnist_files(split: str) -> tuple[Path, Path]:
     if split not in FASHION_MNIST_FILES:
         raise MixdeployError(f"unknown Fashion-MNIST split {split!r}; use 'train' or 'test'")
     root = fashion_mnist_dir()
@@ -151,23 +216,48 @@ def load_fashion_mnist_raw(split: str = "test") -> tuple[np.ndarray, np.ndarray]
             f"Install it with `apt-get install -y dataset-fashion-mnist`, or set {FASHION_MNIST_DIR_ENV} "
             "to a folder holding the IDX .gz files."
         )
-    images = read_idx(image_file)
+    return image_file, label_file
+
+
+@functools.lru_cache(maxsize=2)
+def _read_idx_cached(path: str, mtime_ns: int, size: int) -> np.ndarray:
+    return read_idx(Path(path))
+
+
+def _idx_images(path: str, needed: int) -> np.ndarray:
+    """The decoded IDX images file, cached: a Ray worker reads many slices of one gzip file."""
+    stat = os.stat(path)
+    images = _read_idx_cached(path, stat.st_mtime_ns, stat.st_size)
+    if images.ndim != 3 or len(images) < needed:
+        raise MixdeployError(f"{path} holds {images.shape} images where {needed} labels were listed; "
+                             "reinstall `dataset-fashion-mnist`")
+    return images
+
+
+def load_fashion_mnist_raw(split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    """-> (N,28,28 uint8 images, N int64 labels) of the `split` ('train' or 'test')."""
+    image_file, label_file = _fashion_mnist_files(split)
     labels = read_idx(label_file).astype(np.int64)
-    if images.ndim != 3 or labels.shape != (images.shape[0],):
-        raise MixdeployError(f"Fashion-MNIST files in {root} are inconsistent; reinstall `dataset-fashion-mnist`")
+    images = _idx_images(str(image_file), len(labels))
+    if labels.shape != (images.shape[0],):
+        raise MixdeployError(f"Fashion-MNIST files in {fashion_mnist_dir()} are inconsistent; reinstall `dataset-fashion-mnist`")
     return images, labels
 
 
+def _fashion_mnist_index(limit: int | None, split: str) -> ImageIndex:
+    """Reads only the labels: the pixels are read by whoever loads the slices."""
+    image_file, label_file = _fashion_mnist_files(split)
+    labels = read_idx(label_file).astype(np.int64)
+    if labels.ndim != 1:
+        raise MixdeployError(f"{label_file} is not a label file; reinstall `dataset-fashion-mnist`")
+    labels = labels[:limit]
+    return ImageIndex(kind="fashion-mnist", count=len(labels), labels=labels, class_names=list(FASHION_MNIST_CLASSES),
+                      source=f"fashion-mnist/{split} ({len(labels)} images from {fashion_mnist_dir()})",
+                      path=str(image_file.absolute()))
+
+
 def load_fashion_mnist(preprocessing: Preprocessing, limit: int | None = None, split: str = "test") -> ImageSet:
-    images, labels = load_fashion_mnist_raw(split)
-    if limit is not None:
-        images, labels = images[:limit], labels[:limit]
-    return ImageSet(
-        images=preprocess_arrays(images, preprocessing),
-        labels=labels,
-        class_names=list(FASHION_MNIST_CLASSES),
-        source=f"fashion-mnist/{split} ({len(labels)} images from {fashion_mnist_dir()})",
-    )
+    return load_images("fashion-mnist", preprocessing, limit=limit, split=split)
 
 
 # ---------------------------------------------------------------- folders
@@ -202,7 +292,7 @@ def _preprocess_files(files: list[Path], preprocessing: Preprocessing) -> np.nda
     return preprocessing.normalize(out)
 
 
-def load_image_folder(folder: Path, preprocessing: Preprocessing, limit: int | None = None) -> ImageSet:
+def _folder_index(folder: Path, limit: int | None) -> ImageIndex:
     """ImageFolder layout (class sub-folders) when there are sub-folders, else a flat unlabeled folder."""
     class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if class_dirs:
@@ -218,28 +308,63 @@ def load_image_folder(folder: Path, preprocessing: Preprocessing, limit: int | N
         kind = "flat folder, no labels"
     if not files:
         raise MixdeployError(f"no images found in {folder}; put images in it (or one sub-folder per class)")
-    if limit is not None:
-        # Spread the limit over classes: the first `limit` files of sorted class folders
-        # would otherwise cover only the first classes.
-        order = np.random.default_rng(0).permutation(len(files))[:limit] if labels is not None else np.arange(min(limit, len(files)))
-        files = [files[i] for i in sorted(order)]
-        labels = [labels[i] for i in sorted(order)] if labels is not None else None
-    return ImageSet(
-        images=_preprocess_files(files, preprocessing),
-        labels=np.asarray(labels, np.int64) if labels is not None else None,
-        class_names=class_names,
-        source=f"{folder} ({kind}, {len(files)} images)",
-    )
+    return _files_index(files, labels, class_names, limit, lambda n: f"{folder} ({kind}, {n} images)")
+
+
+# ---------------------------------------------------------------- list files
+
+
+def _parse_list_line(line: str, where: str, folder: Path) -> tuple[Path, int | None]:
+    parts = line.rsplit(None, 1)
+    if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+        path, label = parts[0], int(parts[1])
+        if label < 0:
+            raise MixdeployError(f"{where}: label {label} is negative; labels are class indices 0, 1, ...")
+    else:
+        path, label = line, None
+    file = Path(path).expanduser()
+    file = file if file.is_absolute() else folder / file
+    if not file.is_file():
+        raise MixdeployError(f"{where}: image {file} not found (relative paths are read from the list file's folder)")
+    return file, label
+
+
+def _list_file_index(list_file: Path, limit: int | None) -> ImageIndex:
+    """One `path label` per line (`#` comments and blank lines skipped); relative paths are
+    resolved against the list file's folder; a list without labels is agreement-only."""
+    try:
+        text = list_file.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise MixdeployError(f"cannot read the list file {list_file}: {err}") from None
+    files, labels = [], []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        file, label = _parse_list_line(line, f"{list_file} line {number}", list_file.parent)
+        files.append(file)
+        labels.append(label)
+    if not files:
+        raise MixdeployError(f"{list_file} lists no images; write one `path label` per line")
+    labeled = [label is not None for label in labels]
+    if any(labeled) and not all(labeled):
+        first = labeled.index(False) if labeled[0] else labeled.index(True)
+        raise MixdeployError(f"{list_file}: some lines have a label and some do not (first odd one: image {first + 1}); "
+                             "give every line `path label`, or no line a label")
+    labels = labels if all(labeled) else None
+    kind = "list file, labeled" if labels is not None else "list file, no labels"
+    return _files_index(files, labels, None, limit, lambda n: f"{list_file} ({kind}, {n} images)")
 
 
 # ---------------------------------------------------------------- .npy
 
 
-def _load_npy(path: Path) -> np.ndarray:
+def _open_npy(path: Path) -> np.ndarray:
+    """Memory-mapped: an index needs only the shape, a slice reads only its own rows."""
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as err:
-        if "allow_pickle" in str(err):
+        if "allow_pickle" in str(err) or "Python objects" in str(err):
             raise MixdeployError(
                 f"{path} holds an object array (images of mixed sizes?). Save one array of equal-size "
                 "images, (N,3,H,W) or (N,H,W,3), or put the images in a folder instead."
@@ -247,17 +372,21 @@ def _load_npy(path: Path) -> np.ndarray:
         raise MixdeployError(f"cannot read {path} as .npy: {err}") from None
 
 
-def _as_nhwc_u8(array: np.ndarray, path: Path) -> np.ndarray:
-    """Validate a raw image array and return N,H,W,3 uint8 for the PIL path."""
+def _check_npy_layout(array: np.ndarray, path: Path) -> None:
     if array.ndim != 4 or not (array.shape[1] == 3 or array.shape[3] == 3):
         raise MixdeployError(
             f"{path} has shape {array.shape}; expected 4-D images (N,3,H,W) or (N,H,W,3) with 3 colour channels"
         )
+    if array.dtype != np.uint8 and not np.issubdtype(array.dtype, np.floating):
+        raise MixdeployError(f"{path} has dtype {array.dtype}; expected uint8 (0-255) or float (0-1) images")
+
+
+def _as_nhwc_u8(array: np.ndarray, path: Path) -> np.ndarray:
+    """Validate a raw image array and return N,H,W,3 uint8 for the PIL path."""
+    _check_npy_layout(array, path)
     nhwc = array.transpose(0, 2, 3, 1) if array.shape[1] == 3 and array.shape[3] != 3 else array
     if nhwc.dtype == np.uint8:
-        return nhwc
-    if not np.issubdtype(nhwc.dtype, np.floating):
-        raise MixdeployError(f"{path} has dtype {nhwc.dtype}; expected uint8 (0-255) or float (0-1) images")
+        return np.asarray(nhwc)
     lo, hi = float(nhwc.min()), float(nhwc.max())
     if lo < -1e-3 or hi > 1 + 1e-3:
         raise MixdeployError(
@@ -267,43 +396,46 @@ def _as_nhwc_u8(array: np.ndarray, path: Path) -> np.ndarray:
     return np.clip(np.rint(nhwc * 255.0), 0, 255).astype(np.uint8)
 
 
-def load_npy(path: Path, preprocessing: Preprocessing, limit: int | None = None) -> ImageSet:
-    array = _load_npy(path)
-    if limit is not None:
-        array = array[:limit]
-    images = _as_nhwc_u8(array, path)
-    if len(images) == 0:
+def _npy_index(path: Path, limit: int | None) -> ImageIndex:
+    array = _open_npy(path)
+    _check_npy_layout(array, path)
+    count = len(array) if limit is None else min(limit, len(array))
+    if count == 0:
         raise MixdeployError(f"{path} holds no images")
-    return ImageSet(
-        images=preprocess_arrays(images, preprocessing),
-        labels=None,
-        class_names=None,
-        source=f"{path} ({len(images)} images, no labels)",
-    )
+    return ImageIndex(kind="npy", source=f"{path} ({count} images, no labels)", count=count, labels=None,
+                      class_names=None, path=str(path.absolute()))
 
 
 # ---------------------------------------------------------------- entry points
 
+LIST_FILE_SUFFIXES = {".txt", ".lst", ".list"}
+SOURCES_ACCEPTED = "give 'fashion-mnist', an image folder, a list file (.txt: `path label` per line) or a .npy file"
 
-def load_images(source: str, preprocessing: Preprocessing, limit: int | None = None, split: str = "test") -> ImageSet:
-    """Load `source` as normalized NCHW float32 following `preprocessing`."""
+
+def index_images(source: str, limit: int | None = None, split: str = "test") -> ImageIndex:
+    """List `source` (names, labels, counts; no pixels read): what `load_slice` loads from."""
     if limit is not None and limit <= 0:
         raise MixdeployError(f"--limit must be positive, got {limit}")
     if source.lower() in ("fashion-mnist", "fashion_mnist", "fashionmnist"):
-        return load_fashion_mnist(preprocessing, limit=limit, split=split)
+        return _fashion_mnist_index(limit, split)
     path = Path(source).expanduser()
     if not path.exists():
-        raise MixdeployError(
-            f"data source {source!r} not found; give 'fashion-mnist', an image folder, or a .npy file"
-        )
+        raise MixdeployError(f"data source {source!r} not found; {SOURCES_ACCEPTED}")
     if path.is_dir():
-        return load_image_folder(path, preprocessing, limit=limit)
+        return _folder_index(path, limit)
     if path.suffix.lower() == ".npy":
-        return load_npy(path, preprocessing, limit=limit)
-    raise MixdeployError(f"unsupported data source {path}; give 'fashion-mnist', an image folder, or a .npy file")
+        return _npy_index(path, limit)
+    if path.suffix.lower() in LIST_FILE_SUFFIXES:
+        return _list_file_index(path, limit)
+    raise MixdeployError(f"unsupported data source {path}; {SOURCES_ACCEPTED}")
 
 
-def check_labels_match(images: ImageSet, num_classes: int) -> None:
+def load_images(source: str, preprocessing: Preprocessing, limit: int | None = None, split: str = "test") -> ImageSet:
+    """Load `source` as normalized NCHW float32 following `preprocessing`."""
+    return index_images(source, limit=limit, split=split).load(preprocessing)
+
+
+def check_labels_match(images: ImageSet | ImageIndex, num_classes: int) -> None:
     """Labeled data must use the model's label space, or accuracy numbers are meaningless."""
     if images.labels is None:
         return

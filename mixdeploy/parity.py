@@ -5,7 +5,8 @@ Metrics per backend (all on the same preprocessed images):
   top-1 / top-5 accuracy (when labels exist) and the top-1 drop vs PyTorch in points,
   top-1 agreement (fraction of images whose argmax equals PyTorch's), mean logit cosine,
   max abs logit error, SQNR in dB (10*log10(signal energy / error energy) over all logits),
-  per-class accuracy deltas.
+  per-class accuracy deltas, and the top-1 flips (images whose predicted class changed, counted
+  per reference class -> candidate class pair: the confusions quantization introduced).
 Thresholds apply to every non-reference backend; each (backend, threshold) pair is one check,
 rendered as one JUnit testcase so CI shows exactly which backend violated what.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,8 @@ MAX_SQNR_DB = 300.0  # identical logits: report a finite ceiling, JSON has no in
 # Count-based metrics land exactly on limits (e.g. 0.880 - 0.875 = 0.5000000000000004 points):
 # compare with a tolerance far below one image's worth so "drop 0.50 <= 0.50" passes.
 LIMIT_TOLERANCE = 1e-9
+# Flip pairs kept per backend: all of them for 10 classes (at most 90), the commonest for 1000.
+MAX_FLIP_PAIRS = 50
 
 ProgressFn = Callable[[str, int, int], None]  # (backend name, images done, images total)
 
@@ -44,12 +48,34 @@ class BackendMetrics:
     reference_top1: float | None = None
     top1_drop_points: float | None = None     # (reference - candidate) * 100
     per_class_delta_points: dict[str, float] | None = None
+    flips: list[dict] | None = None           # [{"reference": cls, "candidate": cls, "count": n}], most first
     path: str | None = None
     file_size: int | None = None
     seconds: float | None = None
+    min_cosine: float | None = None           # the worst image's logit cosine
+    vs_host_litert: dict | None = None        # ARM64 twin runs: its raw outputs vs host LiteRT's
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@dataclass
+class OutputDifference:
+    """Raw outputs of two runs of one model on the same input bytes (ARM kernels vs the host's):
+    how many values differ, and for integer outputs by how many quantization steps."""
+
+    dtype: str
+    values: int
+    differing: int
+    max_steps: int | None = None              # integer outputs: the largest |difference|
+    steps: dict[str, int] | None = None       # integer outputs: {"1": values off by 1 step, ...}
+
+    @property
+    def fraction(self) -> float:
+        return self.differing / self.values if self.values else 0.0
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "fraction": self.fraction}
 
 
 @dataclass(frozen=True)
@@ -87,6 +113,7 @@ class ParityResult:
     checks: list[Check] = field(default_factory=list)
     preprocessing: dict | None = None
     blame: dict | None = None                 # filled by the CLI when --blame ran
+    cluster: dict | None = None               # Ray run facts (nodes, CPUs, wall time, images/s); None locally
 
     @property
     def passed(self) -> bool:
@@ -103,6 +130,7 @@ class ParityResult:
             "reference": self.reference.to_dict(), "backends": [b.to_dict() for b in self.backends],
             "checks": [c.to_dict() for c in self.checks],
             "violations": [c.to_dict() for c in self.violations], "blame": self.blame,
+            "cluster": self.cluster,
         }
 
 
@@ -140,6 +168,14 @@ def per_class_accuracy(logits: np.ndarray, labels: np.ndarray, num_classes: int)
     return acc
 
 
+def top1_flips(reference_top1: np.ndarray, candidate_top1: np.ndarray, names: list[str]) -> list[dict]:
+    """Images whose top-1 class changed, counted per (reference class, candidate class), most first."""
+    changed = reference_top1 != candidate_top1
+    pairs = Counter(zip(reference_top1[changed].tolist(), candidate_top1[changed].tolist()))
+    ranked = sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_FLIP_PAIRS]
+    return [{"reference": names[r], "candidate": names[c], "count": n} for (r, c), n in ranked]
+
+
 def compare(reference_logits: np.ndarray, candidate_logits: np.ndarray, labels: np.ndarray | None = None,
             backend: str = "candidate", class_names: list[str] | None = None) -> BackendMetrics:
     """Metrics of `candidate_logits` against `reference_logits` (both (N, classes))."""
@@ -155,18 +191,47 @@ def compare(reference_logits: np.ndarray, candidate_logits: np.ndarray, labels: 
         mean_cosine=float(np.mean(_cosine_rows(ref.astype(np.float64), cand.astype(np.float64)))),
         max_abs_error=float(np.max(np.abs(ref - cand))) if ref.size else 0.0,
         sqnr_db=float(sqnr_db(ref, cand)),
+        min_cosine=float(np.min(_cosine_rows(ref.astype(np.float64), cand.astype(np.float64)))) if len(ref) else None,
     )
+    num_classes = ref.shape[1]
+    names = class_names if class_names and len(class_names) == num_classes else [str(c) for c in range(num_classes)]
+    metrics.flips = top1_flips(ref.argmax(1), cand.argmax(1), names)
     if labels is not None:
         labels = np.asarray(labels, np.int64)
         metrics.top1 = topk_accuracy(cand, labels, 1)
         metrics.top5 = topk_accuracy(cand, labels, 5)
         metrics.reference_top1 = topk_accuracy(ref, labels, 1)
         metrics.top1_drop_points = (metrics.reference_top1 - metrics.top1) * 100.0
-        num_classes = ref.shape[1]
-        names = class_names if class_names and len(class_names) == num_classes else [str(c) for c in range(num_classes)]
         delta = (per_class_accuracy(cand, labels, num_classes) - per_class_accuracy(ref, labels, num_classes)) * 100.0
         metrics.per_class_delta_points = {names[c]: float(delta[c]) for c in range(num_classes) if not np.isnan(delta[c])}
     return metrics
+
+
+def output_difference(reference_raw: np.ndarray, candidate_raw: np.ndarray) -> OutputDifference:
+    """Value-by-value difference of two runs' raw outputs (same model, same input bytes)."""
+    ref, cand = np.asarray(reference_raw), np.asarray(candidate_raw)
+    if ref.shape != cand.shape or ref.dtype != cand.dtype:
+        raise MixdeployError(f"raw outputs differ in kind ({cand.dtype} {cand.shape} vs the reference's "
+                             f"{ref.dtype} {ref.shape}): they are not from the same model")
+    differing = int(np.count_nonzero(ref != cand))
+    result = OutputDifference(dtype=ref.dtype.name, values=int(ref.size), differing=differing)
+    if ref.dtype.kind in "iu":
+        steps = np.abs(ref.astype(np.int64) - cand.astype(np.int64))
+        result.max_steps = int(steps.max()) if steps.size else 0
+        counts = np.bincount(steps.ravel())
+        result.steps = {str(k): int(n) for k, n in enumerate(counts) if k and n}
+    return result
+
+
+def describe_vs_host(vs_host: dict) -> str:
+    """One line for a backend's `vs_host_litert`: how its outputs differ from host LiteRT's."""
+    diff = vs_host["output_difference"]
+    text = (f"{diff['differing']}/{diff['values']} {diff['dtype']} output values differ from host LiteRT "
+            f"({diff['fraction'] * 100:.1f}%)")
+    if diff["max_steps"]:
+        text += f", by at most {diff['max_steps']} quantization step{'s' if diff['max_steps'] > 1 else ''}"
+    return (text + f"; max abs err {vs_host['max_abs_err']:.3g}, top-1 agreement with the host "
+            f"{vs_host['top1_agreement'] * 100:.2f}% (ran on {vs_host['machine']}, {vs_host['cpu_model']})")
 
 
 def check_thresholds(metrics: BackendMetrics, thresholds: Thresholds) -> list[Check]:
@@ -219,41 +284,94 @@ def _timed_run(runner, images, batch_size, progress: ProgressFn | None) -> tuple
     return logits, time.perf_counter() - started
 
 
-def run_parity(model, tflite_paths=(), onnx_path=None, images=None, thresholds: Thresholds | None = None,
-               progress: ProgressFn | None = None, batch_size: int = 64, num_threads: int | None = None) -> ParityResult:
-    """Run PyTorch (reference), optional ONNX and each TFLite model on `images` (an ImageSet); gate.
+@dataclass
+class BackendRun:
+    """One backend's logits over the whole image set, in image order."""
+    backend: str
+    logits: np.ndarray
+    seconds: float
+    path: str | None = None                   # the model file (None for the PyTorch reference)
+    vs_host_litert: dict | None = None        # ARM64 twin runs: raw outputs vs host LiteRT's
 
-    model: a LoadedModel (mixdeploy.models.load_model) or anything with `.module`/`.name`.
+
+def backend_runners(model, tflite_paths=(), onnx_path=None, num_threads=None, tflite_runner=None) -> list[tuple]:
+    """(runner, model path or None) for the reference (first: PyTorch, or onnxruntime on an ONNX
+    source), the ONNX and each TFLite model.
+
+    num_threads: one count for every runtime, or a dict with keys "torch", "onnx", "tflite"
+    (what a Ray worker gets, so that it computes with the settings of the local run).
+    tflite_runner(path, num_threads) -> Runner runs the TFLite models instead of host LiteRT
+    (mixdeploy.bench.twin.TwinRunner: the ARM64 twin).
     """
     from mixdeploy import runtimes
 
-    if images is None or len(images) == 0:
-        raise MixdeployError("parity needs images; pass --data fashion-mnist, an image folder or a .npy")
-    thresholds = thresholds or Thresholds()
+    threads = num_threads if isinstance(num_threads, dict) else dict.fromkeys(("torch", "onnx", "tflite"), num_threads)
     # the PyTorch module; for an ONNX source (no module) onnxruntime on the user's original file
-    reference_runner = runtimes.make_runner(model.module if model.module is not None else model, num_threads=num_threads)
-    ref_logits, ref_seconds = _timed_run(reference_runner, images.images, batch_size, progress)
-    reference = compare(ref_logits, ref_logits, images.labels, backend=reference_runner.name,
-                        class_names=images.class_names)
-    reference.seconds = ref_seconds
-
-    candidates = []
+    reference = runtimes.make_runner(model.module, num_threads=threads["torch"]) if model.module is not None \
+        else runtimes.make_runner(model, num_threads=threads["onnx"])
+    runners = [(reference, None)]
     if onnx_path is not None:
-        candidates.append((runtimes.OnnxRunner(onnx_path, name=f"onnx:{Path(str(onnx_path)).name}", num_threads=num_threads), onnx_path))
+        runners.append((runtimes.OnnxRunner(onnx_path, name=f"onnx:{Path(str(onnx_path)).name}",
+                                            num_threads=threads["onnx"]), onnx_path))
     for path in tflite_paths:
-        candidates.append((runtimes.TfliteRunner(path, name=f"tflite:{Path(path).name}", num_threads=num_threads), path))
+        runner = tflite_runner(path, threads["tflite"]) if tflite_runner else \
+            runtimes.TfliteRunner(path, name=f"tflite:{Path(path).name}", num_threads=threads["tflite"])
+        runners.append((runner, path))
+    return runners
 
+
+def score(model, runs: list[BackendRun], labels, class_names, data: str, thresholds: Thresholds | None = None,
+          preprocessing: dict | None = None) -> ParityResult:
+    """Metrics of every run against the first (the reference) and the threshold checks.
+
+    The one place parity numbers are made: the local run and the Ray run (mixdeploy.parity_ray)
+    both end here, with the logits of all images in image order.
+    """
+    thresholds = thresholds or Thresholds()
+    reference_run, candidate_runs = runs[0], runs[1:]
+    ref_logits = reference_run.logits
+    reference = compare(ref_logits, ref_logits, labels, backend=reference_run.backend, class_names=class_names)
+    reference.seconds = reference_run.seconds
     backends, checks = [], []
-    for runner, path in candidates:
-        logits, seconds = _timed_run(runner, images.images, batch_size, progress)
-        metrics = compare(ref_logits, logits, images.labels, backend=runner.name, class_names=images.class_names)
-        metrics.path, metrics.seconds = str(path), seconds
-        metrics.file_size = Path(path).stat().st_size if Path(str(path)).is_file() else None
+    for run in candidate_runs:
+        metrics = compare(ref_logits, run.logits, labels, backend=run.backend, class_names=class_names)
+        metrics.path, metrics.seconds = str(run.path), run.seconds
+        metrics.file_size = Path(run.path).stat().st_size if Path(str(run.path)).is_file() else None
+        metrics.vs_host_litert = run.vs_host_litert
         backends.append(metrics)
         checks.extend(check_thresholds(metrics, thresholds))
-    return ParityResult(model=getattr(model, "name", type(model).__name__), data=images.source, images=len(images),
+    return ParityResult(model=getattr(model, "name", type(model).__name__), data=data, images=len(ref_logits),
                         reference=reference, backends=backends, thresholds=thresholds, checks=checks,
-                        preprocessing=model.preprocessing.to_dict() if hasattr(model, "preprocessing") else None)
+                        preprocessing=preprocessing)
+
+
+def run_backends(model, tflite_paths=(), onnx_path=None, images=None, progress: ProgressFn | None = None,
+                 batch_size: int = 64, num_threads=None, tflite_runner=None) -> list[BackendRun]:
+    """Logits of PyTorch (first), the optional ONNX and each TFLite model on `images` (NCHW float32).
+
+    A runner with a `vs_host_litert` dict after its run (the ARM64 twin's) passes it on."""
+    runs = []
+    for runner, path in backend_runners(model, tflite_paths, onnx_path, num_threads, tflite_runner):
+        logits, seconds = _timed_run(runner, images, batch_size, progress)
+        runs.append(BackendRun(runner.name, logits, seconds, None if path is None else str(path),
+                               vs_host_litert=getattr(runner, "vs_host_litert", None)))
+    return runs
+
+
+def run_parity(model, tflite_paths=(), onnx_path=None, images=None, thresholds: Thresholds | None = None,
+               progress: ProgressFn | None = None, batch_size: int = 64, num_threads: int | None = None,
+               tflite_runner: Callable | None = None) -> ParityResult:
+    """Run PyTorch (reference), optional ONNX and each TFLite model on `images` (an ImageSet); gate.
+
+    model: a LoadedModel (mixdeploy.models.load_model) or anything with `.module`/`.name`.
+    tflite_runner: see backend_runners (`parity --backend arm64`: the ARM64 twin).
+    """
+    if images is None or len(images) == 0:
+        raise MixdeployError("parity needs images; pass --data fashion-mnist, an image folder or a .npy")
+    runs = run_backends(model, tflite_paths, onnx_path, images.images, progress, batch_size, num_threads,
+                        tflite_runner)
+    return score(model, runs, images.labels, images.class_names, images.source, thresholds,
+                 model.preprocessing.to_dict() if hasattr(model, "preprocessing") else None)
 
 
 # ---------------------------------------------------------------- renderers
@@ -288,11 +406,16 @@ def to_markdown(result: ParityResult) -> str:
         f"- data: {result.data} ({result.images} images)",
         f"- result: **{'PASS' if result.passed else 'FAIL'}**",
         f"- thresholds: " + ", ".join(f"{k}={v}" for k, v in result.thresholds.to_dict().items() if v is not None),
+        *([f"- ray: {cluster_summary(result.cluster)}"] if result.cluster else []),
         "",
         "| " + " | ".join(HEADERS) + " |",
         "|" + "---|" * len(HEADERS),
     ]
     lines += ["| " + " | ".join(row) + " |" for row in _rows(result)]
+    vs_host = [(m.backend, m.vs_host_litert) for m in result.backends if m.vs_host_litert]
+    if vs_host:
+        lines += ["", "## Against host LiteRT (the same input bytes)", ""]
+        lines += [f"- `{backend}`: {describe_vs_host(v)}" for backend, v in vs_host]
     if result.violations:
         lines += ["", "## Violations", ""]
         lines += [f"- `{c.backend}`: {c.message}" for c in result.violations]
@@ -305,6 +428,11 @@ def to_markdown(result: ParityResult) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cluster_summary(cluster: dict) -> str:
+    return (f"{cluster['nodes']} node(s), {cluster['cpus']:g} CPUs, {cluster['workers']} worker(s), "
+            f"{cluster['shards']} shards, {cluster['wall_seconds']:.1f} s, {cluster['images_per_second']:.1f} images/s")
+
+
 def _worst_class_deltas(result: ParityResult, k: int = 3):
     out = []
     for m in result.backends:
@@ -315,15 +443,27 @@ def _worst_class_deltas(result: ParityResult, k: int = 3):
     return out
 
 
-def to_junit_xml(result: ParityResult) -> str:
-    """One <testcase> per backend per threshold; a violated threshold is a <failure>."""
+JUNIT_REPORT_PROPERTY = "mixdeploy.report"
+
+
+def to_junit_xml(result: ParityResult, report_link: str | None = None) -> str:
+    """One <testcase> per backend per threshold; a violated threshold is a <failure>.
+
+    `report_link` (a path or URL of the human report) becomes a testsuite property and ends
+    every failure's text, so a CI page that shows the failure also shows where to look.
+    """
     suite = ET.Element("testsuite", name=f"mixdeploy-parity.{result.model}", tests=str(len(result.checks)),
                        failures=str(len(result.violations)), errors="0", skipped="0")
+    if report_link:
+        properties = ET.SubElement(suite, "properties")
+        ET.SubElement(properties, "property", name=JUNIT_REPORT_PROPERTY, value=report_link)
     for check in result.checks:
         case = ET.SubElement(suite, "testcase", classname=f"parity.{check.backend}", name=check.threshold)
         if not check.passed:
             failure = ET.SubElement(case, "failure", message=check.message, type="ThresholdViolation")
             failure.text = f"{check.backend}: {check.message} (value={check.value}, limit={check.limit})"
+            if report_link:
+                failure.text += f"\nreport: {report_link}"
         else:
             ET.SubElement(case, "system-out").text = check.message
     suites = ET.Element("testsuites")
@@ -344,13 +484,17 @@ def rich_table(result: ParityResult):
     return table
 
 
-def write_reports(result: ParityResult, out_dir) -> dict[str, Path]:
-    """parity.json, parity.md and parity-junit.xml in `out_dir`, each written atomically."""
+def write_reports(result: ParityResult, out_dir, report_link: str | None = None) -> dict[str, Path]:
+    """parity.json, parity.md and parity-junit.xml in `out_dir`, each written atomically.
+
+    The JUnit file links to `report_link` (e.g. where CI publishes `mixdeploy report`'s HTML),
+    else to the parity.md written beside it.
+    """
     from mixdeploy.atomic import write_json_atomic, write_text_atomic
 
     out_dir = Path(out_dir)
     return {
         "json": write_json_atomic(out_dir / "parity.json", result.to_dict()),
         "markdown": write_text_atomic(out_dir / "parity.md", to_markdown(result)),
-        "junit": write_text_atomic(out_dir / "parity-junit.xml", to_junit_xml(result)),
+        "junit": write_text_atomic(out_dir / "parity-junit.xml", to_junit_xml(result, report_link or "parity.md")),
     }

@@ -104,6 +104,11 @@ def quantize_for_input(values: np.ndarray, details: dict) -> np.ndarray:
     return np.clip(np.rint(values / scale + zero_point), info.min, info.max).astype(dtype)
 
 
+def default_tflite_threads() -> int:
+    """LiteRT's thread count when none is asked for (XNNPACK gains little past 4 threads)."""
+    return min(4, os.cpu_count() or 1)
+
+
 class TfliteRunner:
     """LiteRT interpreter (XNNPACK) over a .tflite; NCHW in, NHWC to the model; int8/int16 I/O handled."""
 
@@ -115,7 +120,7 @@ class TfliteRunner:
             raise MixdeployError(f"TFLite file not found: {path}")
         self.path = path
         self.name = name or f"tflite:{path.name}"
-        self.num_threads = num_threads or min(4, os.cpu_count() or 1)
+        self.num_threads = num_threads or default_tflite_threads()
         try:
             self.interpreter = Interpreter(model_path=str(path), num_threads=self.num_threads)
         except Exception as err:  # LiteRT raises ValueError/RuntimeError for bad flatbuffers

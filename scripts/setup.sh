@@ -22,8 +22,18 @@ fi
 "$PY" -m pip install -q --disable-pip-version-check -e .
 
 if [ "$mode" = test ]; then
+  # Debian's Chromium renders `mixdeploy report` pages in tests/test_report.py (headless,
+  # driven over the DevTools protocol by websocket-client from the [test] extra).
+  if ! command -v chromium >/dev/null; then
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+  fi
   # timm is the test oracle only. Its torchvision dependency would pull a CUDA torch:
-  # the constraints file pins torch==2.13.0 and torchvision==0.28.0.
-  "$PY" -m pip install -q --disable-pip-version-check -c scripts/test-constraints.txt -e ".[test]" timm
+  # the constraints file pins torch==2.13.0 and torchvision==0.28.0. The `ray` extra
+  # (`parity --ray`) is optional for users; the tests run it on a local cluster.
+  "$PY" -m pip install -q --disable-pip-version-check -c scripts/test-constraints.txt -e ".[test,ray]" timm
+  # The ARM64 twin (qemu-user + an arm64 Debian root + LiteRT's aarch64 wheel, ~40 s, cached in
+  # ~/.cache/mixdeploy/arm64-twin): the tests compare the phone's CPU kernels with the host's.
+  PYTHON="$PY" bash android_bench/setup_arm64_twin.sh
 fi
 echo "mixdeploy set-up done ($mode)."

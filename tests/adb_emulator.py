@@ -8,7 +8,9 @@ The device's file system is a sandbox folder: /data, /sdcard and /system map to
 <sandbox>/data etc. Shell commands are run by /bin/sh on the host after their /data... paths
 are rewritten into the sandbox (path mapping, no bubblewrap), and output paths are mapped back.
 <sandbox>/system/bin comes first on PATH and holds stand-ins for Android's getprop, dumpsys and
-taskset (the host's taskset would refuse a phone's big-core mask).
+taskset (the host's taskset would refuse a phone's big-core mask). The device's CPU kernels are
+the ARM64 twin's when it is set up: commands see EMULATED_DEVICE_CPU (`arm64_cpu`, a qemu CPU
+model), which the benchmark_model stand-in (tests/data/fake_benchmark_model.py) runs the model on.
 
 Behaviours for fault tests: `auth="reject"` (shows as `unauthorized`), `handshake=False`
 (shows as `offline`), `drop()` (device gone: every connection closed, listener stopped) and
@@ -53,7 +55,8 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 class EmulatedDevice:
     def __init__(self, sandbox: Path, *, model: str = "Pixel 7", product: str = "panther",
                  device: str = "panther", props: dict[str, str] | None = None,
-                 auth: str = "none", handshake: bool = True, drop_on: str | None = None):
+                 auth: str = "none", handshake: bool = True, drop_on: str | None = None,
+                 arm64_cpu: str = "cortex-a76"):
         self.sandbox = Path(sandbox)
         self.model, self.product, self.device = model, product, device
         self.props = {"ro.product.model": model, "ro.product.name": product,
@@ -61,6 +64,7 @@ class EmulatedDevice:
                       "ro.build.version.sdk": "34", "ro.board.platform": "gs201",
                       "ro.soc.model": "GS201", "ro.product.cpu.abi": "arm64-v8a", **(props or {})}
         self.auth, self.handshake = auth, handshake
+        self.arm64_cpu = arm64_cpu             # the qemu CPU model of the twin that computes outputs
         self.drop_on = drop_on                 # drop() shortly after a command containing this
         self.commands: list[str] = []          # every shell command, as the host sent it
         self._listener = socket.socket()
@@ -270,7 +274,7 @@ class _Stream:
         if self.device.drop_on and self.device.drop_on in command:
             threading.Timer(0.5, self.device.drop).start()
         env = dict(os.environ, PATH=f"{self.device.host_path('system/bin')}:{os.environ['PATH']}",
-                   EMULATED_DEVICE_SANDBOX=str(self.device.sandbox))
+                   EMULATED_DEVICE_SANDBOX=str(self.device.sandbox), EMULATED_DEVICE_CPU=self.device.arm64_cpu)
         try:
             self.proc = subprocess.Popen(["/bin/sh", "-c", self.device.map_command(command)],
                                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

@@ -3,8 +3,10 @@
 The device (tests/adb_emulator.py) listens on a free loopback port; each test gets a private
 adb server (free ANDROID_ADB_SERVER_PORT, private HOME) killed at teardown. Device file system:
 a sandbox folder, shell commands path-mapped into it (no bubblewrap). Its "benchmark_model" is
-tests/data/fake_benchmark_model.py, which runs the pushed model with host LiteRT, so timings and
---output_filepath bytes are real.
+tests/data/fake_benchmark_model.py, which runs the pushed model with host LiteRT, so timings are
+real, and writes the --output_filepath bytes as ARM kernels compute them: by the ARM64 twin
+(mixdeploy.bench.twin) when it is set up, so on-device parity compares real ARM outputs with the
+host's. Without the twin the host's outputs stand in (parity exact by construction).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import pytest
 
 from adb_emulator import EmulatedDevice
 from bench_tiny_model import build_tiny_tflite
-from mixdeploy.bench import phone
+from mixdeploy.bench import phone, twin
 from mixdeploy.bench.adb import Adb, CommandTimeout, parse_devices_output
 from mixdeploy.errors import DeviceError, MixdeployError
 
@@ -32,6 +34,8 @@ FAKE_TOOL = Path(__file__).parent / "data" / "fake_benchmark_model.py"
 RUN_DIRS = "data/local/tmp/mixdeploy"
 
 pytestmark = pytest.mark.skipif(not Path("/usr/bin/adb").exists(), reason="needs Debian's adb")
+TWIN_MISSING = twin.missing_reason()
+needs_twin = pytest.mark.skipif(TWIN_MISSING is not None, reason=f"ARM64 twin not set up: {TWIN_MISSING}")
 
 
 def _free_port() -> int:
@@ -90,6 +94,7 @@ class AdbLab:
 def lab(tmp_path, monkeypatch):
     monkeypatch.delenv("ANDROID_SERIAL", raising=False)
     monkeypatch.delenv("MIXDEPLOY_BENCHMARK_MODEL", raising=False)
+    monkeypatch.setenv(twin.TWIN_ENV, str(twin.twin_dir()))   # the twin stays found under the new HOME
     monkeypatch.setenv("HOME", str(tmp_path / "user-home"))    # no real ~/.config/mixdeploy
     lab = AdbLab(tmp_path, ADB_CANDIDATES[0])
     try:
@@ -168,6 +173,13 @@ def test_full_run_push_cache_parse_profile_parity_cleanup(lab, models, fake_tool
     # parity: device outputs pulled and compared with host LiteRT on the same inputs
     assert first.parity.count == 3 and first.parity.top1_agreement == 1.0
     assert first.parity.cosine_min > 0.9999 and first.parity.max_abs_err < 1e-4
+    diff = first.parity.output_difference
+    assert (diff.dtype, diff.values) == ("float32", 30)
+    if TWIN_MISSING is None:        # the phone's outputs came from ARM kernels: float rounding differs
+        assert diff.differing > 0 and first.parity.max_abs_err > 0
+        assert [json.loads(line)["machine"] for line in (dev.sandbox / "twin.log").read_text().splitlines()] == ["aarch64"] * 3
+    else:                           # host LiteRT stood in for the phone's kernels
+        assert diff.differing == 0
     assert first.pushed == {fake_tool.name: True, models["fp32"].name: True}
     assert not list(dev.host_path(RUN_DIRS).glob("run-*"))
     cached = sorted(p.name for p in dev.host_path(RUN_DIRS + "/cache").iterdir())
@@ -364,6 +376,31 @@ def test_input_file_flags_escape_colons_like_benchmark_model():
     assert flags == ["--input_layer=serving_default_input:0", "--input_layer_shape=1,224,224,3",
                      "--input_layer_value_files=serving_default_input::0:/data/local/tmp/x.bin"]
     assert phone.input_file_flags({"name": "input:0", "shape": [1]}, "/tmp/path")[-1].endswith("=input::0:/tmp/path")
+
+
+@needs_twin
+def test_on_device_parity_carries_the_arm_kernels_int8_rounding(lab, fake_tool, trained_int8_64px, trained_model):
+    """A MixNet int8 model on the emulated phone: its outputs come from ARM kernels (the twin), so
+    parity with the host is close but not exact, as on a real phone."""
+    from mixdeploy.data import load_images
+
+    dev = lab.add("pixel", arm64_cpu="cortex-a76")
+    images = load_images("fashion-mnist", trained_model.preprocessing.with_size(64), limit=64).images
+    # Inputs whose int8 logits the twin, run on its own, finds off the host's, and two it does not.
+    alone = twin.compare_with_host(trained_int8_64px, images)
+    off_host = np.any(alone.run.raw_outputs[0] != alone.host_raw, axis=1)
+    picked = np.concatenate([np.flatnonzero(off_host)[:3], np.flatnonzero(~off_host)[:2]])
+    assert len(picked) == 5
+    [result] = phone.bench_phone(trained_int8_64px, device="pixel", benchmark_binary=fake_tool,
+                                 parity_inputs=images[picked], runs=1, warmup=1, timeout_s=300, adb=lab.adb)
+    facts = [json.loads(line) for line in (dev.sandbox / "twin.log").read_text().splitlines()]
+    assert [(f["machine"], f["cpu_model"].split()[0]) for f in facts] == [("aarch64", "Cortex-A76")] * 5
+    diff = result.parity.output_difference
+    assert diff.dtype == "int8" and diff.values == 50 and diff.differing >= 3 and diff.max_steps >= 1
+    assert result.parity.cosine_min > 0.99
+    # The phone path reports exactly what the twin computes for those inputs.
+    out = phone.io_details(trained_int8_64px)[2][0]
+    assert result.parity == phone.compare_outputs(alone.host_raw[picked], alone.run.raw_outputs[0][picked], out)
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import struct
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,6 +128,64 @@ def test_unreadable_image_file_is_named(tmp_path):
     (tmp_path / "broken.jpg").write_bytes(b"this is not a jpeg")
     with pytest.raises(MixdeployError, match=r"broken\.jpg"):
         data.load_images(str(tmp_path), SMALL)
+
+
+def _coloured_folder(root, count=6):
+    """An ImageFolder of `count` images alternating between two classes, each image its own colour."""
+    for i in range(count):
+        _save_png(root / ("blue" if i % 2 else "red") / f"{i}.png", size=(20 + i, 24), colour=(40 * i, 0, 255 - 40 * i))
+
+
+def test_list_file_gives_the_images_and_labels_of_the_folder_it_lists(tmp_path):
+    _coloured_folder(tmp_path / "images")
+    folder = data.load_images(str(tmp_path / "images"), SMALL)
+    # relative paths resolve against the list file's folder, whatever the working directory
+    lines = [f"images/{folder.class_names[label]}/{Path(f).name} {label}"
+             for f, label in zip(data.index_images(str(tmp_path / "images")).files, folder.labels)]
+    (tmp_path / "val.txt").write_text("# path label\n\n" + "\n".join(lines) + "\n")
+    listed = data.load_images(str(tmp_path / "val.txt"), SMALL)
+    np.testing.assert_array_equal(listed.images, folder.images)
+    assert listed.labels.tolist() == folder.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert listed.class_names is None and "list file, labeled, 6 images" in listed.source
+    assert len(data.load_images(str(tmp_path / "val.txt"), SMALL, limit=4)) == 4
+
+
+def test_list_file_without_labels_is_agreement_only(tmp_path):
+    _coloured_folder(tmp_path, count=2)
+    (tmp_path / "list.lst").write_text(f"{tmp_path / 'red' / '0.png'}\nblue/1.png\n")   # absolute and relative
+    images = data.load_images(str(tmp_path / "list.lst"), SMALL)
+    assert images.labels is None and len(images) == 2
+
+
+@pytest.mark.parametrize("content,message", [
+    ("red/0.png 0\nred/missing.png 1\n", r"line 2: image .*missing\.png not found"),
+    ("red/0.png 0\nblue/1.png\n", "some lines have a label and some do not"),
+    ("red/0.png -1\n", "label -1 is negative"),
+    ("# nothing\n\n", "lists no images"),
+])
+def test_bad_list_files_say_which_line_and_what_to_do(tmp_path, content, message):
+    _coloured_folder(tmp_path, count=2)
+    (tmp_path / "bad.txt").write_text(content)
+    with pytest.raises(MixdeployError, match=message):
+        data.load_images(str(tmp_path / "bad.txt"), SMALL)
+
+
+@pytest.mark.parametrize("kind", ["fashion-mnist", "folder", "npy"])
+def test_slices_of_an_index_put_together_are_load_images(tmp_path, kind):
+    """What a Ray run relies on: workers loading slices see exactly the images of the local run."""
+    if kind == "folder":
+        _coloured_folder(tmp_path, count=7)
+        source = str(tmp_path)
+    elif kind == "npy":
+        np.save(tmp_path / "x.npy", np.random.default_rng(2).random((7, 20, 20, 3), dtype=np.float32))
+        source = str(tmp_path / "x.npy")
+    else:
+        source = "fashion-mnist"
+    whole = data.load_images(source, SMALL, limit=7)
+    index = data.index_images(source, limit=7)
+    parts = [data.load_slice(index, SMALL, start, min(start + 3, 7)) for start in (0, 3, 6)]
+    np.testing.assert_array_equal(np.concatenate(parts), whole.images)
+    assert index.source == whole.source and len(index) == 7
 
 
 def test_npy_layouts_and_dtypes_agree(tmp_path):

@@ -25,6 +25,7 @@ from mixdeploy.bench.adb import Adb, CommandTimeout, DeviceInfo
 from mixdeploy.bench.parse import BenchmarkOutput, OpProfileRow, parse_benchmark_output
 from mixdeploy.errors import DeviceError, MixdeployError
 from mixdeploy.manifest import sha256_file
+from mixdeploy.parity import OutputDifference, compare, output_difference
 
 DEVICE_ROOT = "/data/local/tmp/mixdeploy"
 DEVICE_CACHE = f"{DEVICE_ROOT}/cache"
@@ -74,6 +75,7 @@ class ParityResult:
     cosine_min: float
     cosine_mean: float
     max_abs_err: float
+    output_difference: OutputDifference | None = None   # raw device outputs vs the host's
 
 
 @dataclass
@@ -376,7 +378,7 @@ def find_slow_depthwise(rows: list[OpProfileRow], tflite_path: Path) -> list[Slo
 
 # --- on-device parity ---------------------------------------------------------------------------
 
-def _io_details(tflite_path: Path):
+def io_details(tflite_path: Path):
     from ai_edge_litert.interpreter import Interpreter
 
     interp = Interpreter(model_path=str(tflite_path))
@@ -397,7 +399,7 @@ def prepare_parity_inputs(images_nchw: np.ndarray, input_details: dict) -> list[
     return [quantize_for_input(image[None], input_details) for image in nhwc]
 
 
-def _dequantize(values: np.ndarray, details: dict) -> np.ndarray:
+def dequantize(values: np.ndarray, details: dict) -> np.ndarray:
     scale, zero_point = details["quantization"]
     if np.dtype(details["dtype"]).kind in "iu" and scale:
         return (values.astype(np.float32) - zero_point) * scale
@@ -421,7 +423,7 @@ def input_file_flags(details: dict, path: str) -> list[str]:
 def device_parity(adb: Adb, serial: str, tflite_path: Path, remote_binary: str, remote_model: str,
                   run_dir: str, images_nchw: np.ndarray, threads: int, delegate: str,
                   cpu_mask: str | None, timeout_s: float) -> ParityResult:
-    interp, input_details, output_details = _io_details(tflite_path)
+    interp, input_details, output_details = io_details(tflite_path)
     tensors = prepare_parity_inputs(images_nchw, input_details)
     commands = []
     with tempfile.TemporaryDirectory(prefix="mixdeploy-parity-") as tmp:
@@ -439,9 +441,9 @@ def device_parity(adb: Adb, serial: str, tflite_path: Path, remote_binary: str, 
         # own whose pid lands in run_dir/pid, so a timeout kills the one running.
         run_on_device(adb, serial, f"cd {run_dir} && " + " && ".join(commands), run_dir, timeout_s,
                       "benchmark_model (parity)")
-        device_logits, host_logits = [], []
+        device_raw = []
         out = output_details[0]
-        for i, tensor in enumerate(tensors):
+        for i in range(len(tensors)):
             local = Path(tmp) / f"output_{i}.bin"
             adb.pull(serial, f"{run_dir}/output_{i}.bin", str(local))
             raw = np.frombuffer(local.read_bytes(), dtype=out["dtype"])
@@ -450,18 +452,34 @@ def device_parity(adb: Adb, serial: str, tflite_path: Path, remote_binary: str, 
                 raise DeviceError(f"benchmark_model wrote {raw.size} values for output "
                                   f"{out['name']} but {expected} were expected: is the binary "
                                   f"older than --output_filepath support?")
-            device_logits.append(_dequantize(raw[:expected], out).reshape(-1))
-            interp.set_tensor(input_details["index"], tensor)
-            interp.invoke()
-            host_logits.append(_dequantize(interp.get_tensor(out["index"]), out).reshape(-1))
-    return compare_logits(np.stack(host_logits), np.stack(device_logits))
+            device_raw.append(raw[:expected].reshape(out["shape"][1:]))
+    host_raw = host_raw_outputs(interp, input_details, tensors)[0]
+    return compare_outputs(host_raw, np.stack(device_raw), out)
+
+
+def host_raw_outputs(interp, input_details: dict, tensors: list[np.ndarray]) -> list[np.ndarray]:
+    """Host LiteRT on the same input tensors a device got: per output, (N, ...) raw values."""
+    outputs = [[] for _ in interp.get_output_details()]
+    for tensor in tensors:
+        interp.set_tensor(input_details["index"], tensor)
+        interp.invoke()
+        for values, detail in zip(outputs, interp.get_output_details()):
+            values.append(interp.get_tensor(detail["index"])[0].copy())
+    return [np.stack(values) for values in outputs]
+
+
+def compare_outputs(host_raw: np.ndarray, device_raw: np.ndarray, details: dict) -> ParityResult:
+    """A device's raw outputs against the host's for the same inputs: logit metrics of the
+    dequantized values and how many raw values differ (by how many quantization steps)."""
+    result = compare_logits(dequantize(host_raw, details), dequantize(device_raw, details))
+    result.output_difference = output_difference(host_raw, device_raw)
+    return result
 
 
 def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> ParityResult:
-    ref = reference.reshape(len(reference), -1).astype(np.float64)
-    cand = candidate.reshape(len(candidate), -1).astype(np.float64)
-    cosine = np.sum(ref * cand, 1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1), 1e-12)
-    return ParityResult(count=len(ref),
-                        top1_agreement=float(np.mean(ref.argmax(1) == cand.argmax(1))),
-                        cosine_min=float(cosine.min()), cosine_mean=float(cosine.mean()),
-                        max_abs_err=float(np.abs(ref - cand).max()))
+    """Logits (N, ...) of a device against the host's, through mixdeploy.parity.compare."""
+    metrics = compare(reference.reshape(len(reference), -1), candidate.reshape(len(candidate), -1),
+                      backend="device")
+    return ParityResult(count=metrics.images, top1_agreement=metrics.top1_agreement,
+                        cosine_min=metrics.min_cosine, cosine_mean=metrics.mean_cosine,
+                        max_abs_err=metrics.max_abs_error)

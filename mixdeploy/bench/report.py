@@ -26,6 +26,7 @@ class LatencyRow:
     median_ms: float
     tail_ms: float | None        # host: p90 of the runs; phone: p95 when the tool prints it
     macs: int | None
+    lowering: str | None = None  # the MixConv lowering the export used (manifest), e.g. "auto"
 
     @property
     def within_budget(self) -> bool | None:
@@ -55,6 +56,11 @@ def macs_for(tflite_path: str | os.PathLike) -> int | None:
     return int(macs) if macs is not None else None
 
 
+def lowering_for(tflite_path: str | os.PathLike) -> str | None:
+    manifest = read_manifest(tflite_path) or {}
+    return ((manifest.get("stages") or {}).get("rewrite") or {}).get("lowering")
+
+
 def label_for(tflite_path: str | os.PathLike) -> str:
     manifest = read_manifest(tflite_path) or {}
     name = (manifest.get("model") or {}).get("name")
@@ -65,7 +71,8 @@ def label_for(tflite_path: str | os.PathLike) -> str:
 def rows_from_host(result) -> list[LatencyRow]:
     macs, label = macs_for(result.model_path), label_for(result.model_path)
     return [LatencyRow(label=label, path=result.model_path, target="host", config=c.label,
-                       median_ms=c.median_ms, tail_ms=c.p90_ms, macs=macs)
+                       median_ms=c.median_ms, tail_ms=c.p90_ms, macs=macs,
+                       lowering=lowering_for(result.model_path))
             for c in result.configs]
 
 
@@ -76,7 +83,7 @@ def rows_from_phone(result) -> list[LatencyRow]:
     return [LatencyRow(label=label_for(result.model_path), path=result.model_path,
                        target=result.device.model or result.device.serial,
                        config=config, median_ms=bench.median_ms, tail_ms=p95,
-                       macs=macs_for(result.model_path))]
+                       macs=macs_for(result.model_path), lowering=lowering_for(result.model_path))]
 
 
 def latency_table(rows: list[LatencyRow], title: str = "Latency vs MACs"):
@@ -99,37 +106,51 @@ def latency_table(rows: list[LatencyRow], title: str = "Latency vs MACs"):
     return table
 
 
-def plot_latency_vs_macs(rows: list[LatencyRow], out_path: str | os.PathLike) -> Path:
-    """Scatter of median latency against MACs, one series per target/config, budget line."""
-    import matplotlib
+def latency_vs_macs_figure(rows: list[LatencyRow]):
+    """Median latency against MACs: one line per target, config, lowering and file kind, the budget line.
 
-    matplotlib.use("Agg")   # no display on a server / in CI
-    import matplotlib.pyplot as plt
+    The x axis turns logarithmic when the models are far under the budget (32-px test models),
+    so the budget line stays in view without squashing the points against the axis.
+    """
+    from mixdeploy.report.style import FIGURE_WIDTH_IN, SMALL_FONT, pyplot, series_styles
 
     plotted = [r for r in rows if r.macs]
     if not plotted:
         from mixdeploy.errors import MixdeployError
         raise MixdeployError("no MACs known for these models, so there is nothing to plot: bench "
                              "files from `mixdeploy export` (their manifest.json has the MACs)")
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(FIGURE_WIDTH_IN, 4.0))
     series: dict[str, list[LatencyRow]] = {}
     for row in plotted:
         # One line per target, config and file kind (model_int8.tflite of S, M, L together).
-        series.setdefault(f"{row.target} {row.config} {Path(row.path).name}", []).append(row)
-    for name, members in series.items():
+        lowering = f" {row.lowering}" if row.lowering else ""
+        series.setdefault(f"{row.target} {row.config}{lowering} {Path(row.path).name}", []).append(row)
+    for (name, members), (colour, marker, _) in zip(series.items(), series_styles()):
         members = sorted(members, key=lambda r: r.macs)
-        ax.plot([r.macs / 1e6 for r in members], [r.median_ms for r in members], marker="o", label=name)
+        ax.plot([r.macs / 1e6 for r in members], [r.median_ms for r in members], marker=marker,
+                color=colour, label=name)
         for r in members:
             ax.annotate(Path(r.path).stem if "/" not in r.label else r.label.split("/")[0],
-                        (r.macs / 1e6, r.median_ms), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                        (r.macs / 1e6, r.median_ms), textcoords="offset points", xytext=(4, 4), fontsize=SMALL_FONT)
     ax.axvline(MAC_BUDGET / 1e6, color="grey", linestyle="--", label=f"{MAC_BUDGET / 1e6:.0f}M MAC budget")
+    if min(r.macs for r in plotted) < MAC_BUDGET / 10:
+        ax.set_xscale("log")
     ax.set_xlabel("MACs (millions)")
     ax.set_ylabel("median latency (ms)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=SMALL_FONT)
     fig.tight_layout()
+    return fig
+
+
+def plot_latency_vs_macs(rows: list[LatencyRow], out_path: str | os.PathLike) -> Path:
+    """latency_vs_macs_figure written to `out_path` (format from its suffix, PNG by default)."""
+    from mixdeploy.report.style import pyplot
+
+    fig = latency_vs_macs_figure(rows)
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         fig.savefig(tmp, format=out_path.suffix.lstrip(".") or "png", dpi=120)
-    plt.close(fig)
+    pyplot().close(fig)
     return out_path

@@ -1,4 +1,5 @@
-"""`mixdeploy bench`: latency of .tflite files on this host (LiteRT) or on Android phones (adb)."""
+"""`mixdeploy bench`: latency of .tflite files on this host (LiteRT) or on Android phones (adb);
+on-device parity on a phone or on the ARM64 twin (`--device arm64[:CPU]`, no latency)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import click
 import numpy as np
 from rich.markup import escape
 
-from mixdeploy.commands._console import print_json, stderr, stdout
+from mixdeploy.commands._console import print_json, stage_progress, stderr, stdout
 from mixdeploy.errors import MixdeployError
 
 
@@ -26,7 +27,8 @@ def _thread_list(value: str) -> list[int]:
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--device", default="host", show_default=True,
               help="host, or an Android device: serial, model name substring (e.g. pixel), `all`, "
-                   "or `android` (the one attached / ANDROID_SERIAL).")
+                   "or `android` (the one attached / ANDROID_SERIAL), or arm64[:CPU]: the ARM64 twin "
+                   "(phone CPU kernels under qemu, parity only; CPU default cortex-a76).")
 @click.option("--threads", default=None, help="Thread counts, comma-separated (host default 1,2; "
                                               "phone: the first one; default from the device profile).")
 @click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True)
@@ -44,7 +46,7 @@ def _thread_list(value: str) -> list[int]:
 @click.option("--delegate", type=click.Choice(["xnnpack", "cpu", "gpu", "nnapi"]), default="xnnpack",
               show_default=True, help="Phone: delegate for benchmark_model (cpu = builtin kernels).")
 @click.option("--op-profile", is_flag=True, help="Phone: per-op profile; flags depthwise convs off XNNPACK's fast path.")
-@click.option("--parity", is_flag=True, help="Phone: run inputs on the device and compare with host LiteRT.")
+@click.option("--parity", is_flag=True, help="Phone / arm64: run inputs on the device and compare with host LiteRT.")
 @click.option("--parity-data", default="fashion-mnist", show_default=True,
               help="Inputs for --parity: a .npy (NCHW float32, preprocessed) or a data source.")
 @click.option("--parity-count", type=click.IntRange(min=1), default=10, show_default=True)
@@ -59,6 +61,15 @@ def bench(files, device, threads, runs, warmup, no_xnnpack, baselines, onnx_path
     from mixdeploy.bench import report
 
     thread_counts = _thread_list(threads) if threads else None
+    from mixdeploy.bench import twin
+
+    twin_cpu = twin.parse_device(device)
+    if twin_cpu:
+        _bench_on_twin(files, twin_cpu, (thread_counts or [1])[0], parity, parity_data, parity_count,
+                       torch_model, weights, timeout_s, as_json, unsupported={"--no-xnnpack": no_xnnpack, "--baseline": baselines,
+                                             "--op-profile": op_profile, "--benchmark-binary": benchmark_binary,
+                                             "--plot": plot, "--delegate": delegate != "xnnpack"})
+        return
     _check_flags_fit_target(device, no_xnnpack=no_xnnpack, baselines=baselines, op_profile=op_profile,
                             parity=parity, benchmark_binary=benchmark_binary)
     if device == "host":
@@ -154,16 +165,19 @@ def _bench_on_phones(files, device, threads, runs, warmup, benchmark_binary, del
 def _parity_inputs(tflite_path: str, source: str, count: int) -> np.ndarray:
     """NCHW float32 preprocessed inputs: a .npy as is, else mixdeploy.data with the model's
     preprocessing (from its manifest, else defaults at the model's input size)."""
+    return _parity_images(tflite_path, source, count).images
+
+
+def _parity_images(tflite_path: str, source: str, count: int):
+    """_parity_inputs as a mixdeploy.data.ImageSet: with labels when the source has them."""
+    from mixdeploy import data
+
     if source.endswith(".npy"):
         array = np.load(source)
         if array.dtype != np.float32 or array.ndim != 4:
             raise MixdeployError(f"{source} must hold N x C x H x W float32 preprocessed images "
                                  f"(got {array.dtype} {array.shape})")
-        return array[:count]
-    try:
-        from mixdeploy import data
-    except ImportError as err:
-        raise MixdeployError("this install has no mixdeploy.data: give --parity-data FILE.npy") from err
+        return data.ImageSet(images=array[:count], labels=None, class_names=None, source=source)
     from mixdeploy.bench import report
     from mixdeploy.bench.host import tflite_input_details
     from mixdeploy.preprocess import Preprocessing
@@ -174,7 +188,7 @@ def _parity_inputs(tflite_path: str, source: str, count: int) -> np.ndarray:
     else:
         shape = tflite_input_details(tflite_path)["shape"]
         preprocessing = Preprocessing().with_size(int(shape[1]))
-    return data.load_images(source, preprocessing, limit=count).images
+    return data.load_images(source, preprocessing, limit=count)
 
 
 def _print_phone_details(result) -> None:
@@ -201,5 +215,89 @@ def _print_phone_details(result) -> None:
                      f"ran as {escape(slow.node_type)} ({slow.avg_ms:.3f} ms): consider --lowering decompose")
     if result.parity:
         p = result.parity
+        diff = p.output_difference
+        steps = f", by at most {diff.max_steps} steps" if diff.max_steps else ""
         stderr.print(f"on-device parity vs host LiteRT ({p.count} inputs): top-1 agreement "
-                     f"{p.top1_agreement:.3f}, cosine min {p.cosine_min:.5f}, max abs err {p.max_abs_err:.3g}")
+                     f"{p.top1_agreement:.3f}, cosine min {p.cosine_min:.5f}, max abs err {p.max_abs_err:.3g}; "
+                     f"{diff.differing}/{diff.values} {diff.dtype} output values differ{steps}")
+
+
+# --- the ARM64 twin --------------------------------------------------------------------------------
+
+def _bench_on_twin(files, cpu, threads, parity, parity_data, parity_count, torch_model, weights, timeout_s,
+                   quiet, unsupported):
+    from mixdeploy.bench import twin
+
+    used = [flag for flag, value in unsupported.items() if value]
+    if used:
+        raise MixdeployError(f"{', '.join(used)} does not apply to --device arm64 (the ARM64 twin runs "
+                             f"LiteRT's aarch64 XNNPACK kernels and measures no latency)")
+    if not parity:
+        raise MixdeployError(f"--device arm64 checks what the phone's CPU kernels compute: add --parity. "
+                             f"{twin.NO_LATENCY}")
+    twin.check_cpu(twin.find_twin(), cpu)     # not set up, or no such CPU: say so before any work
+    explicit_torch = _load_torch_module(torch_model, weights) if torch_model else None
+    results = []
+    for path in files:
+        images = _parity_images(path, parity_data, parity_count)
+        torch_module, why_not = (explicit_torch, None) if explicit_torch is not None else _manifest_torch(path)
+        with stage_progress(enabled=not quiet) as progress:
+            result = twin.bench_twin(path, images, cpu=cpu, torch_module=torch_module, threads=threads,
+                                     timeout_s=timeout_s,
+                                     progress=_counting(progress, f"arm64:{cpu} {Path(path).name}", len(images)))
+        if why_not:
+            result.notes.append(why_not)
+        results.append(result.to_dict())
+        if not quiet:
+            _print_twin_result(result)
+    if quiet:
+        print_json({"results": results, "table": [], "latency": None, "note": twin.NO_LATENCY})
+
+
+def _manifest_torch(path):
+    from mixdeploy.bench import twin
+
+    loaded, why_not = twin.reference_model(path)
+    return (loaded.module if loaded else None), why_not
+
+
+def _counting(progress, stage: str, total: int):
+    """A runtimes-style progress (images just done) driving a stage_progress bar."""
+    done = 0
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        progress(stage, done, total)
+    return step
+
+
+def _print_twin_result(result) -> None:
+    from rich.table import Table
+
+    inside = result.inside
+    stderr.print(f"[bold]{escape(result.device)}[/]: ran on {inside['machine']} ({escape(str(inside['cpu_model']))}, "
+                 f"features {', '.join(inside['features']) or 'none'}), ai-edge-litert {inside['ai_edge_litert']} "
+                 f"inside, {inside['delegate_nodes']} XNNPACK partition(s); host {result.host['machine']} "
+                 f"ai-edge-litert {result.host['ai_edge_litert']}")
+    table = Table(title=f"{Path(result.model_path).name} on {result.device}: {result.images} inputs "
+                        f"from {escape(result.data)}")
+    # Narrow columns: the table fits 80 columns (CI logs); the JSON has every metric.
+    for column in ("outputs", "agree", "top-1", "cos min", "max|err|", "differ", "steps"):
+        table.add_column(column, justify="left" if column == "outputs" else "right", no_wrap=True)
+    p, diff = result.vs_host, result.vs_host.output_difference
+    table.add_row("arm64 vs x86", f"{p.top1_agreement * 100:.2f}%", "-", f"{p.cosine_min:.6f}",
+                  f"{p.max_abs_err:.3g}", f"{diff.differing}/{diff.values} {diff.fraction * 100:.1f}%",
+                  "-" if diff.max_steps is None else str(diff.max_steps))
+    for label, m in (("arm64 vs torch", result.vs_torch), ("x86 vs torch", result.host_vs_torch)):
+        if m is not None:
+            table.add_row(label, f"{m.top1_agreement * 100:.2f}%", "-" if m.top1 is None else f"{m.top1 * 100:.2f}%",
+                          f"{m.min_cosine:.6f}", f"{m.max_abs_error:.3g}", "-", "-")
+    stdout.print(table)
+    if result.vs_torch is not None and result.vs_torch.reference_top1 is not None:
+        stderr.print(f"PyTorch top-1 on these inputs: {result.vs_torch.reference_top1 * 100:.2f}%")
+    if diff.steps:
+        stderr.print(f"{diff.dtype} output values off the host's by N steps: "
+                     + ", ".join(f"{n} by {k}" for k, n in diff.steps.items()))
+    for note in result.notes:
+        stderr.print(f"[yellow]note:[/] {escape(note)}")

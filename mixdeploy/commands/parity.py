@@ -98,8 +98,9 @@ def _run_blame(result, int8_paths, args, loaded, preprocessing, images, progress
     """Blame the first failing int8 model (or, when `force`d by --keep-float auto, the first int8 model)."""
     from mixdeploy import blame
 
-    failing = {c.backend for c in result.violations}
-    targets = [p for p in int8_paths if f"tflite:{Path(p).name}" in failing] or (list(int8_paths) if force else [])
+    # by file, not backend name: `--backend arm64` names its backends arm64-CPU:FILE
+    failing = {m.path for m in result.backends if any(c.backend == m.backend for c in result.violations)}
+    targets = [p for p in int8_paths if str(p) in failing] or (list(int8_paths) if force else [])
     if not targets:
         return None
     target = targets[0]
@@ -114,8 +115,9 @@ def _run_blame(result, int8_paths, args, loaded, preprocessing, images, progress
     return report, out, onnx_file, calibration, target
 
 
-def _keep_float(spec: str, report, onnx_file, calibration, target, args, loaded, images, thresholds, progress):
-    from mixdeploy import blame, parity
+def _keep_float(spec: str, report, onnx_file, calibration, target, args, run_parity, progress):
+    """Re-export keeping `spec`'s nodes in float; `run_parity(paths, onnx)` checks the new model."""
+    from mixdeploy import blame
 
     if spec.strip().lower() == "auto":
         if report is None:
@@ -129,8 +131,7 @@ def _keep_float(spec: str, report, onnx_file, calibration, target, args, loaded,
     result = blame.reexport_keep_float(onnx_file, nodes, calibration, out_path, target,
                                        io_dtype=args["io_dtype"], input_layout=args["input_layout"])
     progress("keep-float: convert", 1, 1)
-    rerun = parity.run_parity(loaded, [out_path], images=images, thresholds=thresholds, progress=progress,
-                              batch_size=args["batch_size"], num_threads=args["threads"])
+    rerun = run_parity([out_path], None)
     return result, rerun
 
 
@@ -142,11 +143,15 @@ def _keep_float(spec: str, report, onnx_file, calibration, target, args, loaded,
 @click.option("--weights", type=click.Path(dir_okay=False), help="State dict or checkpoint file.")
 @click.option("--num-classes", type=click.IntRange(min=1), help="Classifier size (default: from the weights).")
 @preprocessing_options
-@click.option("--data", "data_source", required=True, help="fashion-mnist, an image folder (ImageFolder or flat) or a .npy.")
+@click.option("--data", "data_source", required=True,
+              help="fashion-mnist, an image folder (ImageFolder or flat), a list file (.txt: `path label` lines) or a .npy.")
 @click.option("--limit", type=click.IntRange(min=1), help="Use at most this many images.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False),
               help="Write parity.json, parity.md, parity-junit.xml (and blame.json) into this folder.")
+@click.option("--report-link", default=None,
+              help="Path or URL of the HTML report (`mixdeploy report`) that parity-junit.xml links to "
+                   "(default: the parity.md beside it).")
 @click.option("--min-top1-agreement", type=click.FloatRange(0, 1), default=0.99, show_default=True)
 @click.option("--max-top1-drop", type=click.FloatRange(min=0), default=0.5, show_default=True, help="Points.")
 @click.option("--min-cosine", type=click.FloatRange(-1, 1), default=None, help="Mean logit cosine.")
@@ -161,10 +166,16 @@ def _keep_float(spec: str, report, onnx_file, calibration, target, args, loaded,
 @click.option("--blame-images", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads per runtime.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None, metavar="[auto|local|ADDRESS]",
+              help="Run on a Ray cluster (pip install -e '.[ray]'): bare --ray or 'auto' joins the running one, "
+                   "'local' starts one here, or give HOST:PORT / ray://HOST:10001. Workers read --data themselves.")
+@click.option("--backend", default="host", show_default=True,
+              help="Who runs the TFLite models: host (LiteRT here) or arm64[:CPU], the ARM64 twin "
+                   "(LiteRT's aarch64 kernels under qemu; reports outputs that differ from the host's).")
 @click.option("--no-progress", is_flag=True)
 def parity(model, tflite_paths, onnx_path, weights, num_classes, preprocessing, data_source, limit, as_json, report_dir,
-           min_top1_agreement, max_top1_drop, min_cosine, min_sqnr_db, blame, keep_float, calibration,
-           calibration_count, blame_images, batch_size, threads, no_progress):
+           report_link, min_top1_agreement, max_top1_drop, min_cosine, min_sqnr_db, blame, keep_float, calibration,
+           calibration_count, blame_images, batch_size, threads, ray_address, backend, no_progress):
     """Check that TFLite (and ONNX) models compute what MODEL computes in PyTorch.
 
     Exit 0 when every backend meets every threshold, 1 when one does not, 2 for bad input.
@@ -172,10 +183,16 @@ def parity(model, tflite_paths, onnx_path, weights, num_classes, preprocessing, 
     from mixdeploy import data
     from mixdeploy import parity as parity_lib
     from mixdeploy.atomic import write_json_atomic
+    from mixdeploy.bench import twin
     from mixdeploy.models import load_model
 
+    if report_link and not report_dir:
+        raise MixdeployError("--report-link names the report that parity-junit.xml links to: add --report DIR")
     if not tflite_paths and not onnx_path:
         raise MixdeployError("nothing to compare: pass --tflite FILE (repeatable) and/or --onnx FILE")
+    tflite_runner = twin.parity_runner(backend)
+    if tflite_runner and ray_address:
+        raise MixdeployError("--backend arm64 runs the twin on this machine, not on Ray workers: drop --ray")
     for path in [*tflite_paths, *([onnx_path] if onnx_path else [])]:
         if not Path(path).is_file():
             raise MixdeployError(f"file not found: {path}")
@@ -183,23 +200,39 @@ def parity(model, tflite_paths, onnx_path, weights, num_classes, preprocessing, 
     manifest = _manifest_next_to(tflite_paths)
     loaded.preprocessing = _preprocessing(loaded, manifest, preprocessing)
     preprocessing = loaded.preprocessing
-    images = data.load_images(data_source, preprocessing, limit=limit)
-    data.check_labels_match(images, loaded.num_classes)
+    index = data.index_images(data_source, limit=limit)
+    data.check_labels_match(index, loaded.num_classes)
     thresholds = parity_lib.Thresholds(min_top1_agreement=min_top1_agreement, max_top1_drop=max_top1_drop,
                                        min_cosine=min_cosine, min_sqnr_db=min_sqnr_db)
     args = {"onnx_path": onnx_path, "data_source": data_source, "calibration": calibration,
             "calibration_count": calibration_count, "blame_images": blame_images, "report_dir": report_dir,
-            "batch_size": batch_size, "threads": threads,
             "input_layout": str(manifest.get("input_layout", "nhwc")).lower(),
             "io_dtype": (manifest.get("quantization") or {}).get("io_dtype", "int8")}
+    if ray_address:
+        from mixdeploy.parity_ray import import_ray
+
+        import_ray()   # before any work: a missing Ray is a set-up error, said at once
+    # Locally every image is loaded here; with --ray the workers load them, and this process
+    # loads only the few that blame may need.
+    images = None if ray_address else index.load(preprocessing)
 
     with stage_progress(enabled=not no_progress and not as_json) as progress:
-        result = parity_lib.run_parity(loaded, tflite_paths, onnx_path=onnx_path, images=images,
-                                       thresholds=thresholds, progress=progress, batch_size=batch_size,
-                                       num_threads=threads)
+        def run_parity(paths, onnx):
+            if ray_address:
+                from mixdeploy.parity_ray import run_parity_ray
+
+                return run_parity_ray(loaded, paths, onnx, index, thresholds=thresholds, address=ray_address,
+                                      progress=progress, batch_size=batch_size, num_threads=threads)
+            return parity_lib.run_parity(loaded, paths, onnx_path=onnx, images=images, thresholds=thresholds,
+                                         progress=progress, batch_size=batch_size, num_threads=threads,
+                                         tflite_runner=tflite_runner)
+
+        result = run_parity(tflite_paths, onnx_path)
         int8_paths = [p for p in tflite_paths if _is_full_integer(p)]
         auto_keep = bool(keep_float) and keep_float.strip().lower() == "auto"
         wants_blame = (blame and not result.passed) or auto_keep
+        if images is None and (keep_float or (wants_blame and int8_paths)):
+            images = index.load(preprocessing, stop=max(blame_images, calibration_count))
         blamed = _run_blame(result, int8_paths, args, loaded, preprocessing, images, progress, force=auto_keep) \
             if wants_blame and int8_paths else None
         report, kept = None, None
@@ -213,7 +246,7 @@ def parity(model, tflite_paths, onnx_path, weights, num_classes, preprocessing, 
                 workdir = Path(tempfile.mkdtemp(prefix="mixdeploy-parity-"))
                 onnx_file = _float_onnx(onnx_path, target, loaded, preprocessing, workdir)
                 calib = _calibration(calibration, data_source, preprocessing, calibration_count, images)
-            kept = _keep_float(keep_float, report, onnx_file, calib, target, args, loaded, images, thresholds, progress)
+            kept = _keep_float(keep_float, report, onnx_file, calib, target, args, run_parity, progress)
 
     if kept:
         tradeoff, rerun = kept
@@ -221,7 +254,7 @@ def parity(model, tflite_paths, onnx_path, weights, num_classes, preprocessing, 
                                                                "parity": rerun.backends[0].to_dict(),
                                                                "passed": rerun.passed}}
     if report_dir:
-        parity_lib.write_reports(result, report_dir)
+        parity_lib.write_reports(result, report_dir, report_link)
         if result.blame:
             write_json_atomic(Path(report_dir) / "blame.json", result.blame)
     if as_json:
@@ -229,6 +262,11 @@ def parity(model, tflite_paths, onnx_path, weights, num_classes, preprocessing, 
     else:
         out = _console()
         out.print(parity_lib.rich_table(result))
+        if result.cluster:
+            out.print(f"ray: {parity_lib.cluster_summary(result.cluster)}")
+        for m in result.backends:
+            if m.vs_host_litert:
+                out.print(f"{m.backend}: {parity_lib.describe_vs_host(m.vs_host_litert)}")
         for check in result.violations:
             out.print(f"[red]FAIL[/red] {check.backend}: {check.message}")
         if report is not None:

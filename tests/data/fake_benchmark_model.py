@@ -3,8 +3,11 @@
 
 It is pushed like the real binary and runs the model for real with the host LiteRT
 interpreter: the timings it prints (in the classic tool's format, `INFO: ` prefixed) are
-measured, and --output_filepath gets the real output bytes of the pushed input, so on-device
-parity in the tests compares real numbers. The op-profiling table follows the newer layout (no
+measured. --output_filepath gets the real output bytes of the pushed input as a phone's CPU
+computes them: from the ARM64 twin (LiteRT's aarch64 kernels under qemu, mixdeploy.bench.twin,
+CPU model $EMULATED_DEVICE_CPU) when it is set up, else from the host LiteRT run (then on-device
+parity is exact by construction). Each twin run appends its facts from inside (machine, CPU) as
+a JSON line to $EMULATED_DEVICE_SANDBOX/twin.log. The op-profiling table follows the newer layout (no
 [start] column) with XNNPACK-style node types: depthwise convs above 5x5 show as IGEMM.
 
 Fault behaviour comes from $EMULATED_DEVICE_SANDBOX/behaviour.json:
@@ -108,10 +111,24 @@ def main():
     if flags.get("enable_op_profiling") == "true":
         print_op_profile(interp, float(np.mean(runs)) / 1000)
     if "output_filepath" in flags:
-        with open(flags["output_filepath"], "wb") as f:
-            for out in interp.get_output_details():
-                f.write(interp.get_tensor(out["index"]).tobytes())
+        outputs = arm64_outputs(graph, interp.get_tensor(inp["index"])) or \
+            [interp.get_tensor(out["index"]) for out in interp.get_output_details()]
+        Path(flags["output_filepath"]).write_bytes(b"".join(values.tobytes() for values in outputs))
     return 0
+
+
+def arm64_outputs(graph, model_input):
+    """The outputs of the ARM64 twin on the same input tensor, or None when it is not set up."""
+    from mixdeploy.bench import twin
+
+    if twin.missing_reason():
+        return None
+    run = twin.run_tensors(graph, model_input, cpu=os.environ.get("EMULATED_DEVICE_CPU") or twin.DEFAULT_CPU)
+    sandbox = os.environ.get("EMULATED_DEVICE_SANDBOX")
+    if sandbox:
+        with open(Path(sandbox) / "twin.log", "a") as log:
+            log.write(json.dumps(run.inside) + "\n")
+    return run.raw_outputs
 
 
 def print_op_profile(interp, total_ms):

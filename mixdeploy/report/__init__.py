@@ -1,0 +1,44 @@
+"""`mixdeploy report`: one page per release, from what export, bench and parity wrote.
+
+inputs.py    find and recognise manifest.json, bench / parity / blame JSON (by shape)
+build.py     the sections: latency vs MACs, op profiles, parity, blame, graph, baseline
+baseline.py  this release against an older one, flagged past a tolerance
+plots.py     matplotlib figures as SVG; style.py the colour-blind-safe look they share
+content.py   the report as data; html.py and markdown.py render it
+
+Nothing here imports TensorFlow; matplotlib is imported when the first plot is drawn.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mixdeploy.errors import MixdeployError
+
+
+def check_output_path(path: Path, what: str) -> None:
+    """Refuse an output path that cannot be a file before any work is done."""
+    if path.is_dir():
+        raise MixdeployError(f"{what} {path} is a folder: give a file name, e.g. {path / 'report.html'}")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise MixdeployError(f"{what} {path} cannot be written: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK):
+        raise MixdeployError(f"{what} {path} cannot be written: {parent} is not writable; choose another path")
+
+
+def write_outputs(files: dict[Path, str]) -> None:
+    """Write every file or none: each goes to a temporary name first, renamed once all are written."""
+    import contextlib
+
+    from mixdeploy.atomic import atomic_path
+
+    try:
+        with contextlib.ExitStack() as stack:
+            for path, text in files.items():
+                stack.enter_context(atomic_path(path)).write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise MixdeployError(f"could not write the report ({err}); choose a writable output path") from None
