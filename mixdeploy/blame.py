@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 
 from mixdeploy.errors import MixdeployError
+from mixdeploy.tflite.recipe import get_recipe
 
 IDEAL_RMSE_OVER_SCALE = 1.0 / math.sqrt(12.0)   # uniform rounding error of one quantization step
 # Ops that only move data: their int8 output equals their input's, error ~0 by construction.
@@ -107,18 +108,10 @@ class CalibratedModel:
     input_layout: str
 
 
-def converter_range_method() -> str:
-    """The converter's default range estimator, so blame sees the ranges `convert_onnx` would use."""
-    import inspect
-
-    from mixdeploy.tflite.convert import convert_onnx
-
-    return inspect.signature(convert_onnx).parameters["range_method"].default
-
-
 def calibrate(onnx_model: onnx.ModelProto | str | Path, calibration_nchw: np.ndarray,
-              input_layout: str = "nhwc", range_method: str | None = None) -> CalibratedModel:
-    """Trace and calibrate exactly as the converter's int8 path does (same ranges), without quantizing."""
+              input_layout: str = "nhwc", recipe=None) -> CalibratedModel:
+    """Trace and calibrate exactly as the converter's int8 path does (the recipe's ranges), without
+    quantizing. (Bias correction happens after quantization: blame's per-layer errors are before it.)"""
     import tensorflow as tf
 
     from mixdeploy.tflite import calibrate as tflite_calibrate
@@ -133,7 +126,9 @@ def calibrate(onnx_model: onnx.ModelProto | str | Path, calibration_nchw: np.nda
     traced = trace_onnx(onnx_model, input_layout)
     float_model = tf.lite.TFLiteConverter.from_concrete_functions([traced.concrete_function], traced.module).convert()
     images = np.transpose(calibration_nchw, (0, 2, 3, 1)) if input_layout == "nhwc" else calibration_nchw
-    ranges = tflite_calibrate.measure_ranges(float_model, images, range_method or converter_range_method())
+    recipe = get_recipe(recipe)
+    ranges = tflite_calibrate.measure_ranges(float_model, images, recipe.range_method,
+                                             small_method=recipe.small_range_method)
     return CalibratedModel(tflite_calibrate.annotate_ranges(float_model, ranges), dict(traced.node_scopes),
                            len(calibration_nchw), input_layout)
 
@@ -186,14 +181,14 @@ def _rank(rows: list[dict], node_scopes: dict[str, str]) -> list[LayerError]:
 
 def blame_int8(onnx_model: onnx.ModelProto | str | Path, calibration_nchw: np.ndarray,
                debug_nchw: np.ndarray | None = None, input_layout: str = "nhwc",
-               range_method: str | None = None) -> BlameReport:
+               recipe=None) -> BlameReport:
     """Per-layer int8 error of `onnx_model` quantized with `calibration_nchw`, measured on `debug_nchw`.
 
     Both image sets are NCHW float32, preprocessed like the model input. Cost: one calibration
     (~0.1-0.4 s per image) plus one debug-model run per debug image; keep both small (16-64).
     """
     started = time.perf_counter()
-    calibrated = calibrate(onnx_model, calibration_nchw, input_layout, range_method)
+    calibrated = calibrate(onnx_model, calibration_nchw, input_layout, recipe)
     report = blame_calibrated(calibrated, calibration_nchw if debug_nchw is None else debug_nchw)
     report.seconds = time.perf_counter() - started
     return report

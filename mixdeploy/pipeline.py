@@ -42,6 +42,7 @@ class ExportOptions:
     lowering: str = "auto"
     calib: str | None = None                 # None: photos bundled with scikit-image
     calib_count: int = 64
+    quant_recipe: str = "default"            # mixdeploy.tflite.recipe.RECIPES
     io_dtype: str = "int8"
     input_layout: str = "nhwc"
     parity_data: str | None = None           # None: follows `calib`
@@ -176,15 +177,18 @@ def _convert_all(staging, model, loaded, options, manifest, progress, warn) -> d
         converted = convert_onnx(
             model, path, precision=precision,
             calibration=calibration if precision in ("int8", "int16x8") else None,
-            io_dtype=options.io_dtype, input_layout=options.input_layout,
+            io_dtype=options.io_dtype, input_layout=options.input_layout, recipe=options.quant_recipe,
             progress=lambda done, total, p=precision: progress(f"calibrate {p}", done, total),
         )
         results[f"tflite_{precision}"] = path
         manifest["stages"]["convert"][precision] = _as_dict(converted)
     if calibration is not None:
+        from mixdeploy.tflite.recipe import get_recipe
+
         manifest["quantization"] = {"calibration_source": options.calib or "scikit-image samples",
                                     "calibration_images": int(len(calibration)),
-                                    "io_dtype": options.io_dtype}
+                                    "io_dtype": options.io_dtype,
+                                    "recipe": get_recipe(options.quant_recipe).to_dict()}
     return results
 
 

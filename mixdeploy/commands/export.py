@@ -12,6 +12,7 @@ from mixdeploy.commands._console import print_json, stage_progress, stderr, stdo
 from mixdeploy.commands._options import TimmStyleCommand, preprocessing_options
 from mixdeploy.models.sources import parse_factory_kwargs
 from mixdeploy.pipeline import ExportOptions, run_export
+from mixdeploy.tflite.recipe import RECIPES
 
 
 def _precisions(int8: bool, fp16: bool, dynamic: bool, int16x8: bool) -> tuple[str, ...]:
@@ -40,6 +41,8 @@ def _precisions(int8: bool, fp16: bool, dynamic: bool, int16x8: bool) -> tuple[s
               help="How each MixConv is lowered (auto: measured per layer on this runtime, cached).")
 @click.option("--calib", help="Calibration data: fashion-mnist, an image folder or a .npy.")
 @click.option("--calib-count", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--quant-recipe", type=click.Choice(list(RECIPES)), default="default", show_default=True,
+              help="How int8 is calibrated and quantized (docs/accuracy.md compares them).")
 @click.option("--parity-data", help="Data for the parity summary (default: the calibration source's test split).")
 @click.option("--parity-count", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--opset", type=click.IntRange(min=17), default=17, show_default=True)
@@ -47,7 +50,7 @@ def _precisions(int8: bool, fp16: bool, dynamic: bool, int16x8: bool) -> tuple[s
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Output folder (default: out/MODEL).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
 def export(model, weights, factory_kwargs, num_classes, preprocessing, fmt, int8, fp16, dynamic, int16x8, io_dtype,
-           input_layout, lowering, calib, calib_count, parity_data, parity_count, opset, dynamic_batch,
+           input_layout, lowering, calib, calib_count, quant_recipe, parity_data, parity_count, opset, dynamic_batch,
            out_dir, as_json):
     """Export MODEL to ONNX and TFLite.
 
@@ -59,7 +62,7 @@ def export(model, weights, factory_kwargs, num_classes, preprocessing, fmt, int8
         source=model, out_dir=Path(out_dir or _default_out_dir(model)),
         weights=weights, factory_kwargs=parse_factory_kwargs(factory_kwargs), num_classes=num_classes, preprocessing=preprocessing, fmt=fmt,
         precisions=_precisions(int8, fp16, dynamic, int16x8), lowering=lowering, calib=calib,
-        calib_count=calib_count, io_dtype=io_dtype, input_layout=input_layout,
+        calib_count=calib_count, quant_recipe=quant_recipe, io_dtype=io_dtype, input_layout=input_layout,
         parity_data=parity_data, parity_count=parity_count, opset=opset, dynamic_batch=dynamic_batch,
     )
     warn = lambda message: stderr.print(f"[yellow]warning:[/] {message}")

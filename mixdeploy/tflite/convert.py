@@ -21,6 +21,7 @@ from mixdeploy.errors import MixdeployError
 from mixdeploy.onnx import load_onnx  # noqa: F401  (also the converter's entry for ONNX files)
 from mixdeploy.tflite.quantize import (FULL_INTEGER, QuantizationSettings, apply_precision,
                                        check_precision_args)
+from mixdeploy.tflite.recipe import QuantRecipe, get_recipe
 
 
 @dataclass
@@ -46,7 +47,7 @@ class ConvertResult:
 def convert_onnx(model: onnx.ModelProto, out_path, precision: str = "fp32",
                  calibration: np.ndarray | None = None, io_dtype: str = "int8",
                  input_layout: str = "nhwc", progress: Callable[[int, int], None] | None = None,
-                 keep_float: list[str] | None = None, range_method: str = "avgminmax") -> ConvertResult:
+                 keep_float: list[str] | None = None, recipe: str | QuantRecipe | None = None) -> ConvertResult:
     """Convert `model` to TFLite at `out_path`.
 
     calibration: NCHW float32 images, preprocessed exactly like the model's input (needed for
@@ -54,22 +55,22 @@ def convert_onnx(model: onnx.ModelProto, out_path, precision: str = "fp32",
     int16 for int16x8; "float32" keeps float I/O with quantize/dequantize at the ends).
     input_layout: "nhwc" (no transpose in the model) or "nchw" (one TRANSPOSE at the input).
     keep_float: ONNX node names whose ops stay float in a quantized model (selective quantization).
-    range_method: how int8 activation ranges are estimated from the calibration images:
-    "avgminmax" (default: mean of per-image min/max; best top-1 agreement measured, see
-    docs/converter.md), "minmax" (TFLite's calibrator), "percentile", "mse".
+    recipe: how int8 is calibrated and quantized (a name from mixdeploy.tflite.recipe.RECIPES or a
+    QuantRecipe; default: "default", measured in docs/accuracy.md).
     """
     started = time.perf_counter()
     from mixdeploy.tflite.graph import trace_onnx
 
     model = as_model_proto(model)
-    check_options(input_layout, range_method)
+    recipe = get_recipe(recipe)
+    check_options(input_layout, recipe)
     keep_float = list(keep_float or [])
     traced = trace_onnx(model, input_layout)
     calibration = check_precision_args(precision, calibration, io_dtype, traced.inputs[0])
     check_keep_float(keep_float, precision, traced.node_scopes)
 
     flatbuffer, notes = run_converter(traced, precision, calibration, io_dtype, input_layout, progress,
-                                      keep_float, range_method)
+                                      keep_float, recipe)
     write_bytes_atomic(out_path, flatbuffer)
 
     from mixdeploy.tflite.inspect import inspect_tflite
@@ -77,7 +78,7 @@ def convert_onnx(model: onnx.ModelProto, out_path, precision: str = "fp32",
     inspection = inspect_tflite(out_path)
     settings = QuantizationSettings(precision, io_dtype if precision in FULL_INTEGER else None,
                                     0 if calibration is None else len(calibration), keep_float,
-                                    range_method if precision == "int8" else None)
+                                    recipe if precision == "int8" else None)
     if any(spec.dynamic_batch for spec in traced.inputs):
         notes.append("the ONNX batch dimension is dynamic; the TFLite model takes batch 1")
     if input_layout == "nhwc":
@@ -100,13 +101,15 @@ def as_model_proto(model) -> onnx.ModelProto:
     return model
 
 
-def check_options(input_layout: str, range_method: str) -> None:
+def check_options(input_layout: str, recipe: QuantRecipe) -> None:
     from mixdeploy.tflite.calibrate import RANGE_METHODS
 
     if input_layout not in ("nhwc", "nchw"):
         raise MixdeployError(f"input_layout must be 'nhwc' or 'nchw', got '{input_layout}'")
-    if range_method not in RANGE_METHODS:
-        raise MixdeployError(f"range_method must be one of {', '.join(RANGE_METHODS)}, got '{range_method}'")
+    for method in (recipe.range_method, recipe.small_range_method):
+        if method not in RANGE_METHODS:
+            raise MixdeployError(f"recipe {recipe.name!r}: range method must be one of {', '.join(RANGE_METHODS)}, "
+                                 f"got '{method}'")
 
 
 def check_keep_float(keep_float: list[str], precision: str, node_scopes: dict[str, str]) -> None:
@@ -120,8 +123,7 @@ def check_keep_float(keep_float: list[str], precision: str, node_scopes: dict[st
                              "use node names of the converted ONNX graph (e.g. 'blocks.2.0.conv_dw.1')")
 
 
-def run_converter(traced, precision, calibration, io_dtype, input_layout, progress, keep_float,
-                  range_method="avgminmax"):
+def run_converter(traced, precision, calibration, io_dtype, input_layout, progress, keep_float, recipe):
     import tensorflow as tf
 
     def new_converter():
@@ -131,7 +133,7 @@ def run_converter(traced, precision, calibration, io_dtype, input_layout, progre
     try:
         if precision == "int8":
             return convert_int8(new_converter().convert(), traced, calibration, io_dtype, input_layout,
-                                progress, keep_float, range_method, notes), notes
+                                progress, keep_float, recipe, notes), notes
         converter = new_converter()
         apply_precision(converter, precision, calibration, io_dtype, input_layout == "nhwc", progress)
         return converter.convert(), notes
@@ -144,13 +146,15 @@ def run_converter(traced, precision, calibration, io_dtype, input_layout, progre
 
 
 def convert_int8(float_model: bytes, traced, calibration, io_dtype, input_layout, progress, keep_float,
-                 range_method, notes) -> bytes:
-    """Full-integer int8: measure activation ranges on the float model, then quantize with TF's MLIR quantizer."""
-    from mixdeploy.tflite import calibrate, quantize
+                 recipe: QuantRecipe, notes) -> bytes:
+    """Full-integer int8: measure activation ranges on the float model, quantize with TF's MLIR
+    quantizer, then (recipe.bias_correction) fold the weight-rounding bias into the conv biases."""
+    from mixdeploy.tflite import bias_correction, calibrate, quantize
 
     images = np.transpose(calibration, (0, 2, 3, 1)) if input_layout == "nhwc" else calibration
-    ranges = calibrate.measure_ranges(float_model, images, range_method, progress)
-    calibrated = calibrate.annotate_ranges(float_model, ranges)
+    measured = calibrate.calibrate_float_model(float_model, images, recipe.range_method, recipe.small_range_method,
+                                               conv_input_means=recipe.bias_correction, progress=progress)
+    calibrated = calibrate.annotate_ranges(float_model, measured.ranges)
     denylist = None
     if keep_float:
         scopes = [traced.node_scopes[name] for name in keep_float]
@@ -160,4 +164,9 @@ def convert_int8(float_model: bytes, traced, calibration, io_dtype, input_layout
                                  "(folded away by the converter?); pick a Conv/Mul/... node")
         notes.append(f"kept {len(keep_float)} ONNX node(s) in float ({len(denylist)} TFLite ops): "
                      f"{', '.join(keep_float[:5])}")
-    return quantize.quantize_calibrated(calibrated, io_dtype, denylist)
+    quantized = quantize.quantize_calibrated(calibrated, io_dtype, denylist)
+    if recipe.bias_correction:
+        quantized, summary = bias_correction.correct_biases(quantized, float_model, measured.tap_means)
+        notes.append(f"bias correction: {summary['corrected_ops']} conv biases corrected "
+                     f"(RMS shift {summary['rms_shift_in_bias_steps']} bias steps)")
+    return quantized

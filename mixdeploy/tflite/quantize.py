@@ -10,12 +10,15 @@ per step, a progress callback per image) because the MLIR quantizer has no 16x8 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from mixdeploy.errors import MixdeployError
 from mixdeploy.tflite.graph import GraphInput
+
+if TYPE_CHECKING:
+    from mixdeploy.tflite.recipe import QuantRecipe
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 FULL_INTEGER = ("int8", "int16x8")
@@ -30,12 +33,12 @@ class QuantizationSettings:
     io_dtype: str | None = None
     calibration_images: int = 0
     keep_float: list[str] = field(default_factory=list)
-    range_method: str | None = None
+    recipe: "QuantRecipe | None" = None     # int8 only (mixdeploy.tflite.recipe)
 
     def to_dict(self) -> dict:
         return {"precision": self.precision, "io_dtype": self.io_dtype,
                 "calibration_images": self.calibration_images, "keep_float": list(self.keep_float),
-                "range_method": self.range_method}
+                "recipe": self.recipe.to_dict() if self.recipe else None}
 
 
 def check_precision_args(precision: str, calibration, io_dtype: str, spec: GraphInput) -> np.ndarray | None:

@@ -1,0 +1,47 @@
+"""Quantization recipes: how an int8 model is calibrated and quantized, by name.
+
+A recipe is what `mixdeploy export --quant-recipe NAME` picks and what the manifest records, so
+an int8 model can be rebuilt the same way. Which layers stay in float is a separate, per-model
+choice (`convert_onnx(keep_float=...)`, from blame), not part of a recipe. Each field is one technique; benchmarks/accuracy.py
+measures each alone and in combination (docs/accuracy.md), and `default` holds only what won
+on average over checkpoints and calibration draws.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from mixdeploy.errors import MixdeployError
+
+
+@dataclass(frozen=True)
+class QuantRecipe:
+    name: str
+    range_method: str = "midminmax"          # activation tensors (calibrate.RANGE_METHODS)
+    small_range_method: str = "minmax"       # tensors of <= calibrate.SMALL_TENSOR_VALUES values per image
+    bias_correction: bool = True             # fold the weight-rounding mean shift into conv biases
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+RECIPES: dict[str, QuantRecipe] = {
+    "default": QuantRecipe("default"),
+    # the first release's recipe: per-image ranges averaged everywhere, no bias correction
+    "avgminmax": QuantRecipe("avgminmax", "avgminmax", "avgminmax", bias_correction=False),
+    # what TFLiteConverter's own calibrator does: global min/max of every tensor
+    "minmax": QuantRecipe("minmax", "minmax", "minmax", bias_correction=False),
+    "percentile": QuantRecipe("percentile", "percentile", "minmax"),
+    "no-bias-correction": QuantRecipe("no-bias-correction", bias_correction=False),
+}
+
+
+def get_recipe(recipe: str | QuantRecipe | None) -> QuantRecipe:
+    if recipe is None:
+        return RECIPES["default"]
+    if isinstance(recipe, QuantRecipe):
+        return recipe
+    if recipe not in RECIPES:
+        raise MixdeployError(f"unknown quantization recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+    return RECIPES[recipe]
