@@ -389,14 +389,17 @@ def test_on_device_parity_carries_the_arm_kernels_int8_rounding(lab, fake_tool, 
     # Inputs whose int8 logits the twin, run on its own, finds off the host's, and two it does not.
     alone = twin.compare_with_host(trained_int8_64px, images)
     off_host = np.any(alone.run.raw_outputs[0] != alone.host_raw, axis=1)
-    picked = np.concatenate([np.flatnonzero(off_host)[:3], np.flatnonzero(~off_host)[:2]])
-    assert len(picked) == 5
+    # (how many differ depends on the model's scales: 2 of 64 images with today's recipe)
+    off, same = np.flatnonzero(off_host)[:3], np.flatnonzero(~off_host)[:2]
+    assert len(off) >= 1 and len(same) == 2
+    picked = np.concatenate([off, same])
     [result] = phone.bench_phone(trained_int8_64px, device="pixel", benchmark_binary=fake_tool,
                                  parity_inputs=images[picked], runs=1, warmup=1, timeout_s=300, adb=lab.adb)
     facts = [json.loads(line) for line in (dev.sandbox / "twin.log").read_text().splitlines()]
-    assert [(f["machine"], f["cpu_model"].split()[0]) for f in facts] == [("aarch64", "Cortex-A76")] * 5
+    assert [(f["machine"], f["cpu_model"].split()[0]) for f in facts] == [("aarch64", "Cortex-A76")] * len(picked)
     diff = result.parity.output_difference
-    assert diff.dtype == "int8" and diff.values == 50 and diff.differing >= 3 and diff.max_steps >= 1
+    assert diff.dtype == "int8" and diff.values == 10 * len(picked)
+    assert diff.differing >= len(off) and diff.max_steps >= 1
     assert result.parity.cosine_min > 0.99
     # The phone path reports exactly what the twin computes for those inputs.
     out = phone.io_details(trained_int8_64px)[2][0]

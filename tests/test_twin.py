@@ -151,9 +151,11 @@ def test_mixnet_int8_on_the_twin_agrees_with_host_litert_and_shows_arm_rounding(
     assert inside["ai_edge_litert"] == twin.find_twin().ready["ai_edge_litert"]
     p, diff = result.vs_host, result.vs_host.output_difference
     assert p.count == 200 and p.top1_agreement >= 0.99             # the default parity gate
-    # The ARM kernels round differently: measured 65 of 2000 int8 logits (3.3%), by 1-5 steps.
+    # The ARM kernels round differently: measured 65 of 2000 int8 logits (3.3%) by 1-5 steps with the
+    # first release's recipe, 10 of 2000 by 2-17 steps with today's (one rounding step inside the
+    # net can move a logit by more than one step). Close, never equal, far from broken.
     assert diff.dtype == "int8" and diff.values == 2000
-    assert 0 < diff.differing < 0.2 * diff.values and 1 <= diff.max_steps <= 8
+    assert 0 < diff.differing < 0.2 * diff.values and 1 <= diff.max_steps <= 32
     assert sum(diff.steps.values()) == diff.differing
     assert not np.array_equal(result.twin_logits, result.host_logits)
 
@@ -204,7 +206,10 @@ def test_cli_bench_arm64_parity_json_and_table(trained_int8_64px, fashion_64px, 
     [entry] = json.loads(result.stdout)["results"]
     assert entry["device"] == "arm64:neoverse-n1" and entry["latency"] is None
     assert entry["inside"]["machine"] == "aarch64" and entry["inside"]["cpu_model"].startswith("Neoverse-N1")
-    assert entry["vs_host"]["count"] == 40 and entry["vs_host"]["output_difference"]["differing"] > 0
+    # (whether any of 40 images differs depends on the model; the twin test above shows that they can)
+    difference = entry["vs_host"]["output_difference"]
+    assert entry["vs_host"]["count"] == 40 and difference["values"] == 400
+    assert difference["differing"] == sum(difference["steps"].values())
     assert any("no clock" in note for note in entry["notes"])
     assert any("no manifest.json" in note for note in entry["notes"])   # so no PyTorch comparison
     result = CliRunner().invoke(cli, ["bench", str(trained_int8_64px), "--device", "arm64", "--parity",

@@ -30,7 +30,7 @@ class ConvGeometry:
     """What a conv op needs for its tap means: where its input is, and how it slides."""
 
     op: str
-    output: str            # output tensor name (matches across the float and quantized models)
+    key: str               # conv_key: names the op in both the float and the quantized model
     input_index: int       # input tensor index in the float model
     stride: tuple[int, int] = (1, 1)
     dilation: tuple[int, int] = (1, 1)
@@ -46,6 +46,12 @@ def _builtin_names(schema) -> dict[int, str]:
 def _op_name(model, op, names) -> str:
     code = model.operatorCodes[op.opcodeIndex]
     return names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?")
+
+
+def conv_key(graph, op) -> str:
+    """A conv op's name in both models: its weight tensor's name. (Output names do not carry
+    over: a conv feeding a float graph output gets a renamed output tensor in the quantized model.)"""
+    return _name(graph.tensors[op.inputs[1]])
 
 
 def _name(tensor) -> str:
@@ -67,11 +73,11 @@ def conv_geometries(model) -> list[ConvGeometry]:
         out = graph.tensors[op.outputs[0]]
         weights = graph.tensors[op.inputs[1]]
         if kind == "FULLY_CONNECTED":
-            found.append(ConvGeometry(kind, _name(out), int(op.inputs[0])))
+            found.append(ConvGeometry(kind, conv_key(graph, op), int(op.inputs[0])))
             continue
         options = op.builtinOptions
         found.append(ConvGeometry(
-            kind, _name(out), int(op.inputs[0]),
+            kind, conv_key(graph, op), int(op.inputs[0]),
             stride=(options.strideH, options.strideW),
             dilation=(options.dilationHFactor, options.dilationWFactor),
             same_padding=options.padding == schema.Padding.SAME,
@@ -120,8 +126,8 @@ class InputMeanObserver:
         self.count += weight
 
     def tap_means(self) -> dict[str, np.ndarray]:
-        """conv output name -> its tap means."""
-        return {g.output: tap_means(self.sums[g.input_index] / self.count, g) for g in self.geometries}
+        """conv_key -> its tap means."""
+        return {g.key: tap_means(self.sums[g.input_index] / self.count, g) for g in self.geometries}
 
 
 def weight_rounding_shift(float_weights: np.ndarray, quantized, op: str, taps: np.ndarray) -> np.ndarray:
@@ -146,7 +152,7 @@ def weight_rounding_shift(float_weights: np.ndarray, quantized, op: str, taps: n
     return np.einsum("ohwi,ohwi->o", error, t[:, :, group_of, :].transpose(2, 0, 1, 3))
 
 
-def correct_biases(quantized_model: bytes, float_model: bytes, taps_by_output: dict[str, np.ndarray]) -> tuple[bytes, dict]:
+def correct_biases(quantized_model: bytes, float_model: bytes, taps_by_key: dict[str, np.ndarray]) -> tuple[bytes, dict]:
     """The quantized model with each conv's int32 bias corrected; and a summary of what moved."""
     from tensorflow.lite.tools import flatbuffer_utils
 
@@ -163,16 +169,16 @@ def correct_biases(quantized_model: bytes, float_model: bytes, taps_by_output: d
         kind = _op_name(model, op, names)
         if kind not in CONV_OPS or len(op.inputs) < 3 or op.inputs[2] < 0:
             continue
-        out_name = _name(graph.tensors[op.outputs[0]])
+        key = conv_key(graph, op)
         weight_t, bias_t = graph.tensors[op.inputs[1]], graph.tensors[op.inputs[2]]
-        if out_name not in taps_by_output or out_name not in float_weights or weight_t.type != schema.TensorType.INT8:
+        if key not in taps_by_key or key not in float_weights or weight_t.type != schema.TensorType.INT8:
             continue
         bias_buffer = model.buffers[bias_t.buffer]
         if bias_t.type != schema.TensorType.INT32 or bias_buffer.data is None:
             continue
         q_values = np.frombuffer(bytes(model.buffers[weight_t.buffer].data), np.int8).reshape(weight_t.shape)
         w_scales = np.asarray(weight_t.quantization.scale, np.float64)
-        delta = weight_rounding_shift(float_weights[out_name], (q_values, w_scales), kind, taps_by_output[out_name])
+        delta = weight_rounding_shift(float_weights[key], (q_values, w_scales), kind, taps_by_key[key])
         bias_scales = np.asarray(bias_t.quantization.scale, np.float64)
         steps = np.rint(delta / bias_scales).astype(np.int64)
         bias = np.frombuffer(bytes(bias_buffer.data), np.int32).astype(np.int64) - steps
@@ -192,5 +198,5 @@ def _float_conv_weights(model, names) -> dict[str, np.ndarray]:
             weight_t = graph.tensors[op.inputs[1]]
             data = model.buffers[weight_t.buffer].data
             if data is not None:
-                out[_name(graph.tensors[op.outputs[0]])] = np.frombuffer(bytes(data), np.float32).reshape(weight_t.shape).astype(np.float64)
+                out[conv_key(graph, op)] = np.frombuffer(bytes(data), np.float32).reshape(weight_t.shape).astype(np.float64)
     return out

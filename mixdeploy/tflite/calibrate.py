@@ -19,10 +19,15 @@ import numpy as np
 RANGE_METHODS = ("minmax", "percentile", "mse", "avgminmax", "midminmax")
 CALIBRATION_BATCH = 8
 SAMPLES_PER_IMAGE = 4096      # values kept per tensor and image for the percentile / mse estimators
-# Tensors of at most this many values per image (the squeeze-excite vectors, the pooled
-# features, the logits) get their own range rule: their per-image extremes swing widely (a
-# few hundred values), clipping them moves whole channels, and their resolution costs nothing.
-SMALL_TENSOR_VALUES = 4096
+# Per-channel vectors (1x1 spatial: the squeeze-excite vectors, the pooled features, the logits)
+# get their own range rule: their per-image extremes swing widely (a few hundred values),
+# clipping them moves whole channels, and their resolution costs nothing. Told by shape, not by
+# value count: at 32 px a whole late stage has fewer values than one SE vector at 224 does.
+
+
+def is_channel_vector(values: np.ndarray) -> bool:
+    """One image's tensor (H,W,C / C / ...) with no spatial extent."""
+    return values.ndim < 3 or int(np.prod(values.shape[:-1])) == 1
 
 
 class RangeObserver:
@@ -35,7 +40,7 @@ class RangeObserver:
         measured in docs/accuracy.md).
     percentile: the 0.01% / 99.99% percentiles of the values pooled over all images.
     mse: the clipping range that minimizes the int8 quantization MSE of the pooled values.
-    `small_method` applies to tensors of at most SMALL_TENSOR_VALUES values per image.
+    `small_method` applies to per-channel vectors (is_channel_vector).
     """
 
     def __init__(self, method: str = "avgminmax", percentile: float = 99.99, seed: int = 0,
@@ -46,19 +51,19 @@ class RangeObserver:
         self.rng = np.random.default_rng(seed)
         self.low: dict[int, list[float]] = {}
         self.high: dict[int, list[float]] = {}
-        self.sizes: dict[int, int] = {}
+        self.vector: dict[int, bool] = {}
         self.samples: dict[int, list[np.ndarray]] = {}
 
-    def _needs_samples(self, size: int) -> bool:
-        rule = self.small_method if size <= SMALL_TENSOR_VALUES else self.method
-        return rule in ("percentile", "mse")
+    def _rule(self, index: int) -> str:
+        return self.small_method if self.vector[index] else self.method
 
     def observe(self, index: int, values: np.ndarray) -> None:
+        """values: one image's tensor, batch dimension removed."""
         flat = values.reshape(-1)
-        self.sizes[index] = flat.size
+        self.vector[index] = is_channel_vector(values)
         self.low.setdefault(index, []).append(float(flat.min()))
         self.high.setdefault(index, []).append(float(flat.max()))
-        if self._needs_samples(flat.size):
+        if self._rule(index) in ("percentile", "mse"):
             if flat.size > SAMPLES_PER_IMAGE:
                 flat = self.rng.choice(flat, SAMPLES_PER_IMAGE, replace=False)
             self.samples.setdefault(index, []).append(flat.astype(np.float32, copy=True))
@@ -67,8 +72,7 @@ class RangeObserver:
         """full_range: tensors that keep the global min/max whatever the method (the model outputs)."""
         result = {}
         for index in self.low:
-            method = "minmax" if index in full_range else (
-                self.small_method if self.sizes[index] <= SMALL_TENSOR_VALUES else self.method)
+            method = "minmax" if index in full_range else self._rule(index)
             low, high = self._range(index, method)
             result[index] = (min(float(low), 0.0), max(float(high), 0.0))   # int8 ranges must contain zero
         return result
@@ -151,24 +155,32 @@ class Calibration:
 
     ranges: dict[int, tuple[float, float]]            # activation tensor index -> (min, max)
     tap_means: dict[str, np.ndarray] | None = None    # conv output name -> input tap means (bias correction)
+    moments: dict[str, np.ndarray] | None = None      # conv output name -> E[x x^T] of its input windows
+    conv_groups: dict[str, int] | None = None
     images: int = 0
 
 
 def calibrate_float_model(float_model: bytes, images_nhwc: np.ndarray, method: str = "avgminmax",
                           small_method: str | None = None, conv_input_means: bool = False,
+                          conv_input_moments: bool = False,
                           progress: Callable[[int, int], None] | None = None,
                           batch_size: int = CALIBRATION_BATCH) -> Calibration:
     """Run the float model (builtin kernels, every tensor kept) over the images once and return
-    the activation ranges and, for bias correction, the mean input of every conv."""
+    the activation ranges and, for bias correction and weight rounding, the mean and second
+    moment of every conv's input."""
     from tensorflow.lite.tools import flatbuffer_utils
 
     from mixdeploy.tflite.bias_correction import InputMeanObserver, conv_geometries
+    from mixdeploy.tflite.weight_rounding import SecondMomentObserver, conv_groups
 
     interpreter, input_index, batch = _calibration_interpreter(float_model, images_nhwc, batch_size)
     tensors, producer_input = activation_tensors(float_model)
     observer = RangeObserver(method, small_method=small_method)
-    means = InputMeanObserver(conv_geometries(flatbuffer_utils.convert_bytearray_to_object(float_model))) \
-        if conv_input_means else None
+    model_object = flatbuffer_utils.convert_bytearray_to_object(float_model)
+    geometries = conv_geometries(model_object)
+    means = InputMeanObserver(geometries) if conv_input_means else None
+    groups = conv_groups(model_object)
+    moments = SecondMomentObserver(geometries, groups) if conv_input_moments else None
     done = 0
     for start in range(0, len(images_nhwc), batch):
         chunk = np.ascontiguousarray(images_nhwc[start:start + batch], np.float32)
@@ -183,6 +195,8 @@ def calibrate_float_model(float_model: bytes, images_nhwc: np.ndarray, method: s
                 observer.observe(index, values[image])
         if means is not None:
             means.observe(lambda index: interpreter.get_tensor(index)[:real], weight=real)
+        if moments is not None:
+            moments.observe(lambda index: interpreter.get_tensor(index)[:real])
         done += real
         if progress is not None:
             progress(done, len(images_nhwc))
@@ -190,7 +204,8 @@ def calibrate_float_model(float_model: bytes, images_nhwc: np.ndarray, method: s
     # matters for top-1, so the outputs keep their full range.
     outputs = {d["index"] for d in interpreter.get_output_details()}
     ranges = widen_degenerate(observer.ranges(full_range=outputs), producer_input)
-    return Calibration(ranges, means.tap_means() if means is not None else None, len(images_nhwc))
+    return Calibration(ranges, means.tap_means() if means is not None else None,
+                       moments.moments() if moments is not None else None, groups, len(images_nhwc))
 
 
 def _calibration_interpreter(float_model: bytes, images_nhwc: np.ndarray, batch_size: int):

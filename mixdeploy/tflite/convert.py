@@ -149,11 +149,12 @@ def convert_int8(float_model: bytes, traced, calibration, io_dtype, input_layout
                  recipe: QuantRecipe, notes) -> bytes:
     """Full-integer int8: measure activation ranges on the float model, quantize with TF's MLIR
     quantizer, then (recipe.bias_correction) fold the weight-rounding bias into the conv biases."""
-    from mixdeploy.tflite import bias_correction, calibrate, quantize
+    from mixdeploy.tflite import bias_correction, calibrate, quantize, weight_rounding
 
     images = np.transpose(calibration, (0, 2, 3, 1)) if input_layout == "nhwc" else calibration
     measured = calibrate.calibrate_float_model(float_model, images, recipe.range_method, recipe.small_range_method,
-                                               conv_input_means=recipe.bias_correction, progress=progress)
+                                               conv_input_means=recipe.bias_correction,
+                                               conv_input_moments=recipe.weight_rounding, progress=progress)
     calibrated = calibrate.annotate_ranges(float_model, measured.ranges)
     denylist = None
     if keep_float:
@@ -165,6 +166,11 @@ def convert_int8(float_model: bytes, traced, calibration, io_dtype, input_layout
         notes.append(f"kept {len(keep_float)} ONNX node(s) in float ({len(denylist)} TFLite ops): "
                      f"{', '.join(keep_float[:5])}")
     quantized = quantize.quantize_calibrated(calibrated, io_dtype, denylist)
+    if recipe.weight_rounding:   # before bias correction, which then sees the final int8 weights
+        quantized, summary = weight_rounding.round_weights(quantized, float_model, measured.moments,
+                                                           measured.conv_groups)
+        notes.append(f"weight rounding: {summary['changed_weights']} int8 weights of {summary['rounded_ops']} "
+                     "convs moved off round-to-nearest")
     if recipe.bias_correction:
         quantized, summary = bias_correction.correct_biases(quantized, float_model, measured.tap_means)
         notes.append(f"bias correction: {summary['corrected_ops']} conv biases corrected "

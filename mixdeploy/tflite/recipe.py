@@ -19,8 +19,9 @@ from mixdeploy.errors import MixdeployError
 class QuantRecipe:
     name: str
     range_method: str = "midminmax"          # activation tensors (calibrate.RANGE_METHODS)
-    small_range_method: str = "minmax"       # tensors of <= calibrate.SMALL_TENSOR_VALUES values per image
+    small_range_method: str = "minmax"       # per-channel vectors (calibrate.is_channel_vector)
     bias_correction: bool = True             # fold the weight-rounding mean shift into conv biases
+    weight_rounding: bool = False            # error-compensating int8 weight rounding (weight_rounding.py)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

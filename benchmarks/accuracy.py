@@ -1,0 +1,185 @@
+"""int8 accuracy at 224 px: each quantization technique alone and combined, over calibration draws.
+
+    python benchmarks/accuracy.py                                  # the bundled 224-px MixNet-S
+    python benchmarks/accuracy.py --checkpoints a.pt b.pt c.pt --draws 3 --images 2000
+    python benchmarks/accuracy.py --techniques default,avgminmax --calib-counts 64,256
+
+For every checkpoint: export + rewrite once (the shipped `auto` lowering), then for every
+technique and calibration draw the int8 model from `convert_onnx`, run by LiteRT on the first
+--images Fashion-MNIST test images, against the PyTorch fp32 model (timm's, bit for bit). The
+table gives mean and range over draws of top-1, drop, agreement, cosine and max |error|; peer
+rows come from benchmarks/results/peers_accuracy.json (benchmarks/peers_accuracy.py) when present;
+int8 latency of the default against the first release's recipe is timed in one interleaved run.
+Writes benchmarks/results/accuracy.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import _accuracy_data as accuracy_data  # noqa: E402
+
+from mixdeploy.tflite.recipe import RECIPES, QuantRecipe  # noqa: E402
+
+DEFAULT_CHECKPOINTS = [ROOT / "mixdeploy" / "weights" / "mixnet_s_fashion_mnist_224.pt"]
+RESULTS = ROOT / "benchmarks" / "results"
+
+# Each technique alone on top of the first release's recipe, then combined; `default` is what ships.
+TECHNIQUES: dict[str, QuantRecipe] = {
+    "avgminmax": RECIPES["avgminmax"],     # the first release
+    "minmax": RECIPES["minmax"],           # TFLite's own calibrator
+    "percentile": QuantRecipe("percentile", "percentile", "percentile", bias_correction=False),
+    "midminmax": QuantRecipe("midminmax", "midminmax", "midminmax", bias_correction=False),
+    "small-minmax": QuantRecipe("small-minmax", "avgminmax", "minmax", bias_correction=False),
+    "bias-correction": QuantRecipe("bias-correction", "avgminmax", "avgminmax", bias_correction=True),
+    "weight-rounding": QuantRecipe("weight-rounding", "avgminmax", "avgminmax", bias_correction=False,
+                                   weight_rounding=True),
+    "midminmax+small-minmax": QuantRecipe("midminmax+small-minmax", "midminmax", "minmax", bias_correction=False),
+    "midminmax+small-minmax+bc": QuantRecipe("midminmax+small-minmax+bc", "midminmax", "minmax"),
+    "midminmax+small-minmax+bc+wr": QuantRecipe("midminmax+small-minmax+bc+wr", "midminmax", "minmax",
+                                                weight_rounding=True),
+    "default": RECIPES["default"],
+}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def prepare(checkpoint: Path, work: Path, images: int):
+    """Model, its rewritten ONNX (auto lowering, measured once) and the evaluation set."""
+    import onnx
+
+    from mixdeploy.models import load_model
+    from mixdeploy.onnx.export import export_onnx
+    from mixdeploy.onnx.rewrite import rewrite
+
+    loaded = load_model(str(checkpoint))
+    work.mkdir(parents=True, exist_ok=True)
+    exported = export_onnx(loaded.module, loaded.preprocessing.input_size, work / "model.onnx")
+    rewritten = rewrite(onnx.load(str(exported.path)), lowering="auto", runtime="int8")
+    return loaded, rewritten, accuracy_data.eval_set(loaded, images)
+
+
+def measure(model, recipe: QuantRecipe, calibration, evaluation, path: Path) -> dict:
+    from mixdeploy import runtimes
+    from mixdeploy.tflite.convert import convert_onnx
+
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        convert_onnx(model, path, precision="int8", calibration=calibration, recipe=recipe)
+    seconds = time.perf_counter() - started
+    logits = runtimes.TfliteRunner(path).run(evaluation.images, batch_size=50)
+    metrics = accuracy_data.metrics(evaluation, logits, recipe.name)
+    return {**accuracy_data.row_metrics(metrics), "convert_seconds": seconds}
+
+
+def latency_ratio(paths: dict[str, Path]) -> dict:
+    """int8 latency of each model in one interleaved run (median ms, 1 and 2 threads)."""
+    from mixdeploy.bench.host import bench_models
+
+    return bench_models({name: str(p) for name, p in paths.items()}, threads=(1, 2), runs=30, warmup=5)
+
+
+def peer_summaries(checkpoint: Path, peers_file: Path, images: int) -> dict[str, dict]:
+    """Peer name -> its summary over draws, from benchmarks/peers_accuracy.py's results, when
+    they were measured on this checkpoint and the same number of test images."""
+    if not peers_file.is_file():
+        return {}
+    entry = json.loads(peers_file.read_text()).get(checkpoint.name)
+    if not entry or entry["images"] != images:
+        return {}
+    errors = {r["peer"]: r["error"] for r in entry["rows"] if "error" in r}
+    return {peer: summary or {"error": errors.get(peer, "no result")} for peer, summary in entry["summary"].items()}
+
+
+def row(name: str, n: int | str, s: dict) -> str:
+    if "error" in s:
+        return f"| {name} | {n} | 0 | failed: {s['error']} | | | |"
+
+    def cell(key, scale=100.0, digits=2):
+        v = s[key]
+        return f"{v['mean'] * scale:.{digits}f} ({v['min'] * scale:.{digits}f} to {v['max'] * scale:.{digits}f})"
+    return (f"| {name} | {n} | {s['draws']} | {cell('top1_agreement')} | {cell('top1')} | "
+            f"{cell('top1_drop_points', 1.0)} | {cell('mean_cosine', 1.0, 4)} |")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoints", nargs="+", type=Path, default=DEFAULT_CHECKPOINTS)
+    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--draws", type=int, default=3)
+    ap.add_argument("--calib-counts", default="64", help="comma-separated calibration image counts")
+    ap.add_argument("--techniques", default=",".join(TECHNIQUES))
+    ap.add_argument("--peers", type=Path, default=RESULTS / "peers_accuracy.json")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/mixdeploy-accuracy"))
+    ap.add_argument("--out", type=Path, default=RESULTS / "accuracy")
+    ap.add_argument("--no-latency", action="store_true")
+    args = ap.parse_args(argv)
+
+    techniques = [t.strip() for t in args.techniques.split(",") if t.strip()]
+    unknown = [t for t in techniques if t not in TECHNIQUES]
+    if unknown:
+        ap.error(f"unknown technique(s) {unknown}; choose from {', '.join(TECHNIQUES)}")
+    counts = [int(c) for c in args.calib_counts.split(",")]
+    document = {"images": args.images, "draws": args.draws, "checkpoints": []}
+    lines = ["# int8 accuracy at 224 px (benchmarks/accuracy.py)", "",
+             f"{args.images} Fashion-MNIST test images; {args.draws} calibration draws of train images; "
+             "reference: PyTorch fp32 (= timm). Cells: mean (min to max) over draws.", ""]
+    for checkpoint in args.checkpoints:
+        work = args.work / checkpoint.stem
+        log(f"{checkpoint.name}: export + rewrite + reference on {args.images} images")
+        loaded, rewritten, evaluation = prepare(checkpoint, work, args.images)
+        entry = {"checkpoint": checkpoint.name, "model": loaded.name,
+                 "reference_top1": float((evaluation.reference.argmax(1) == evaluation.labels).mean()),
+                 "lowering": rewritten.report.lowering_choices, "rows": []}
+        lines += [f"## {checkpoint.name} ({loaded.name}, fp32 top-1 {entry['reference_top1'] * 100:.2f}%)", "",
+                  "| technique | calibration images | draws | agreement % | int8 top-1 % | drop (points) | cosine |",
+                  "|---|---|---|---|---|---|---|"]
+        kept_models = {}
+        for count in counts:
+            draws = [accuracy_data.calibration_images(loaded.preprocessing, d, count) for d in range(args.draws)]
+            for name in techniques:
+                runs = []
+                for d, calibration in enumerate(draws):
+                    path = work / f"{name}_{count}_{d}.tflite"
+                    runs.append(measure(rewritten.model, TECHNIQUES[name], calibration, evaluation, path))
+                    log(f"  {name} n={count} draw {d}: agreement {runs[-1]['top1_agreement'] * 100:.2f}% "
+                        f"drop {runs[-1]['top1_drop_points']:+.2f}")
+                    if d == 0 and name in ("default", "avgminmax"):
+                        kept_models[name] = path
+                summary = accuracy_data.summarize(runs)
+                entry["rows"].append({"technique": name, "recipe": TECHNIQUES[name].to_dict(),
+                                      "calibration_images": count, "runs": runs, "summary": summary})
+                lines.append(row(name, count, summary))
+        for peer, summary in peer_summaries(checkpoint, args.peers, args.images).items():
+            lines.append(row(f"peer: {peer}", 64, summary))
+        if not args.no_latency and {"default", "avgminmax"} <= set(kept_models):
+            timing = latency_ratio({k: kept_models[k] for k in ("default", "avgminmax")})
+            entry["latency_ms"] = timing
+            ratios = {t: timing["default"][t] / timing["avgminmax"][t] for t in timing["default"]}
+            entry["latency_ratio_default_vs_first_release"] = ratios
+            lines += ["", "int8 latency, one interleaved run (LiteRT/XNNPACK, median ms): " + ", ".join(
+                f"{t} thread(s): default {timing['default'][t]:.2f} vs first release {timing['avgminmax'][t]:.2f} "
+                f"(x{ratios[t]:.2f})" for t in timing["default"])]
+        lines.append("")
+        document["checkpoints"].append(entry)
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
