@@ -9,12 +9,15 @@ from __future__ import annotations
 import atexit
 import importlib
 import os
+import signal
 import sys
 import tempfile
+import traceback
+import warnings
 
 import click
 
-from mixdeploy.errors import MixdeployError
+from mixdeploy.errors import Interrupted, MixdeployError, os_error_message
 
 # command name -> "module:attribute" of its click command
 COMMANDS = {
@@ -40,18 +43,62 @@ class LazyGroup(click.Group):
         return getattr(importlib.import_module(module), attr)
 
     def invoke(self, ctx):
-        # A user mistake gets its message and an exit code, never a traceback.
+        # The one place errors become messages: a user mistake, a file-system fault or an
+        # interruption gets its message and an exit code, never a traceback (--debug shows it).
         try:
             return super().invoke(ctx)
         except MixdeployError as err:
-            click.secho(f"Error: {err}", fg="red", err=True)
-            ctx.exit(err.exit_code)
+            _fail(ctx, str(err), err.exit_code, err)
+        except BrokenPipeError:       # `mixdeploy models --json | head`: click exits quietly
+            raise
+        except OSError as err:        # ENOSPC, EROFS, ENAMETOOLONG, EACCES, ENOTDIR, ... from any command
+            _fail(ctx, os_error_message(err), 2, err)
+        except EOFError as err:       # click would print only "Aborted!"
+            _fail(ctx, f"a file ended early ({err or 'EOFError'}): it is truncated or corrupt; "
+                       "download or write it again", 2, err)
+        except MemoryError as err:
+            _fail(ctx, "out of memory: use fewer images (--limit, --calib-count, --parity-count) or a "
+                       "smaller --batch-size", 2, err)
+        except KeyboardInterrupt as err:
+            signum = getattr(err, "signum", signal.SIGINT)
+            _fail(ctx, f"interrupted ({signal.Signals(signum).name}): stopped; what this run had started "
+                       "writing was removed", 128 + signum, err)
+
+
+def _fail(ctx, message: str, exit_code: int, err: BaseException) -> None:
+    if _debug(ctx):
+        traceback.print_exception(err, file=sys.stderr)
+    # click.echo, not rich: paths and user text are printed literally, never read as markup
+    click.secho(f"Error: {message}", fg="red", err=True)
+    ctx.exit(exit_code)
+
+
+def _debug(ctx) -> bool:
+    return bool(ctx.params.get("debug")) or os.environ.get("MIXDEPLOY_DEBUG") == "1"
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mixdeploy")
-def cli():
+@click.option("--debug", is_flag=True, help="Show the traceback behind an error message (or MIXDEPLOY_DEBUG=1).")
+def cli(debug):
     """Export MixNet classifiers from PyTorch to int8 TFLite, check parity, benchmark on phones."""
+
+
+_received: list[int] = []   # the signal that ended this run, if one did
+
+
+def raise_on_termination() -> None:
+    """SIGTERM (timeout, CI cancel, docker stop) and SIGHUP (a closed terminal) stop a run the
+    way Ctrl-C does: an exception that every `finally` cleans up after. A second signal while
+    cleaning up is ignored, so the cleanup finishes."""
+    def handler(signum, frame):
+        if _received:
+            return
+        _received.append(signum)
+        raise Interrupted(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, handler)
 
 
 def divert_native_stderr() -> None:
@@ -71,9 +118,25 @@ def divert_native_stderr() -> None:
     atexit.register(os.unlink, log.name)
 
 
+def warnings_as_lines() -> None:
+    """Python warnings (a cache that cannot be written, calibration on sample photos) as one
+    `warning:` line each, like the commands' own, not as a source location and code line."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        click.secho(f"warning: {message}", fg="yellow", err=True)
+
+    warnings.showwarning = show
+
+
 def main(argv=None):
+    raise_on_termination()
+    warnings_as_lines()
     divert_native_stderr()
-    return cli.main(args=argv, prog_name="mixdeploy")
+    try:
+        return cli.main(args=argv, prog_name="mixdeploy")
+    except SystemExit as done:
+        if _received and done.code not in (128 + _received[0],):
+            raise SystemExit(128 + _received[0]) from None   # a signal outside a command (start-up)
+        raise
 
 
 if __name__ == "__main__":

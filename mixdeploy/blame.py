@@ -72,6 +72,7 @@ class BlameReport:
         return "\n".join(lines) + "\n"
 
     def rich_table(self, top: int = 10):
+        from rich.markup import escape
         from rich.table import Table
 
         table = Table(title=f"int8 blame: worst layers by RMSE/scale (rounding alone = {self.ideal_rmse_over_scale:.3f})")
@@ -79,7 +80,8 @@ class BlameReport:
             table.add_column(name, justify="left" if name in ("op", "ONNX node(s)") else "right")
         for layer in self.layers[:top]:
             style = "red" if layer.rmse_over_scale > 2 * self.ideal_rmse_over_scale else ""
-            table.add_row(str(layer.rank), layer.op, ", ".join(layer.onnx_nodes) or layer.tensor,
+            # node names come from the user's model: escaped, never read as rich markup
+            table.add_row(str(layer.rank), layer.op, escape(", ".join(layer.onnx_nodes) or layer.tensor),
                           f"[{style}]{layer.rmse_over_scale:.3f}[/{style}]" if style else f"{layer.rmse_over_scale:.3f}",
                           f"{layer.rmse:.4g}", f"{layer.scale:.4g}")
         return table

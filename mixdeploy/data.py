@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,8 +193,12 @@ def fashion_mnist_dir() -> Path:
 def read_idx(path: Path) -> np.ndarray:
     """Parse an IDX file (gzip or raw): magic 0x00 0x00 <dtype 0x08=uint8> <ndim>, big-endian dims."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:   # a cut-off download or a damaged disk
+        raise MixdeployError(f"{path} is truncated or corrupt ({type(err).__name__}: {err}); reinstall with "
+                             "`apt-get install --reinstall dataset-fashion-mnist`") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise MixdeployError(f"{path} is not an IDX uint8 file; reinstall with `apt-get install --reinstall dataset-fashion-mnist`")
     ndim = data[3]
@@ -381,19 +386,36 @@ def _check_npy_layout(array: np.ndarray, path: Path) -> None:
         raise MixdeployError(f"{path} has dtype {array.dtype}; expected uint8 (0-255) or float (0-1) images")
 
 
+def _check_npy_values(array: np.ndarray, path: Path, offset: int = 0) -> None:
+    """Float pixels must be finite and in [0,1]: a NaN would turn into an arbitrary uint8 and
+    calibrate (or "agree") on garbage."""
+    if array.dtype == np.uint8 or not len(array):
+        return
+    finite = np.isfinite(array)
+    if not finite.all():
+        image = offset + int(np.argwhere(~finite)[0][0])
+        count = int(array.size - np.count_nonzero(finite))
+        raise MixdeployError(f"{path} holds {count} NaN/inf values (the first in image {image}); "
+                             "save finite pixels (float in [0,1] or uint8)")
+    lo, hi = float(array.min()), float(array.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise MixdeployError(
+            f"{path} values span [{lo:.3g}, {hi:.3g}]; save raw pixels as float in [0,1] or uint8 "
+            "(normalization is applied here, from the model's preprocessing)"
+        )
+
+
 def _as_nhwc_u8(array: np.ndarray, path: Path) -> np.ndarray:
     """Validate a raw image array and return N,H,W,3 uint8 for the PIL path."""
     _check_npy_layout(array, path)
     nhwc = array.transpose(0, 2, 3, 1) if array.shape[1] == 3 and array.shape[3] != 3 else array
     if nhwc.dtype == np.uint8:
         return np.asarray(nhwc)
-    lo, hi = float(nhwc.min()), float(nhwc.max())
-    if lo < -1e-3 or hi > 1 + 1e-3:
-        raise MixdeployError(
-            f"{path} values span [{lo:.3g}, {hi:.3g}]; save raw pixels as float in [0,1] or uint8 "
-            "(normalization is applied here, from the model's preprocessing)"
-        )
+    _check_npy_values(np.asarray(nhwc), path)
     return np.clip(np.rint(nhwc * 255.0), 0, 255).astype(np.uint8)
+
+
+NPY_CHECK_ROWS = 256
 
 
 def _npy_index(path: Path, limit: int | None) -> ImageIndex:
@@ -402,6 +424,8 @@ def _npy_index(path: Path, limit: int | None) -> ImageIndex:
     count = len(array) if limit is None else min(limit, len(array))
     if count == 0:
         raise MixdeployError(f"{path} holds no images")
+    for start in range(0, count, NPY_CHECK_ROWS):   # read in slices: the file is memory-mapped
+        _check_npy_values(np.asarray(array[start:min(count, start + NPY_CHECK_ROWS)]), path, offset=start)
     return ImageIndex(kind="npy", source=f"{path} ({count} images, no labels)", count=count, labels=None,
                       class_names=None, path=str(path.absolute()))
 
@@ -428,6 +452,18 @@ def index_images(source: str, limit: int | None = None, split: str = "test") -> 
     if path.suffix.lower() in LIST_FILE_SUFFIXES:
         return _list_file_index(path, limit)
     raise MixdeployError(f"unsupported data source {path}; {SOURCES_ACCEPTED}")
+
+
+def verify_index(index: ImageIndex) -> ImageIndex:
+    """Read every image of `index` once (no preprocessing), so a damaged file is named before a
+    long run rather than in the middle of it: the IDX pixels (then cached for the load), each
+    image file decoded. A .npy's values were checked when it was indexed."""
+    if index.kind == "fashion-mnist":
+        _idx_images(index.path, index.count)
+    elif index.kind == "files":
+        for file in index.files:
+            _open_image(Path(file))
+    return index
 
 
 def load_images(source: str, preprocessing: Preprocessing, limit: int | None = None, split: str = "test") -> ImageSet:

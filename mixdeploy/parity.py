@@ -40,9 +40,9 @@ class BackendMetrics:
     backend: str
     images: int
     top1_agreement: float                     # fraction, vs the reference argmax
-    mean_cosine: float
-    max_abs_error: float
-    sqnr_db: float
+    mean_cosine: float                        # an image with a NaN/inf logit counts as cosine 0
+    max_abs_error: float | None               # None when a logit is NaN/inf (no finite bound)
+    sqnr_db: float | None
     top1: float | None = None                 # accuracy, fraction (labels needed)
     top5: float | None = None
     reference_top1: float | None = None
@@ -54,6 +54,7 @@ class BackendMetrics:
     seconds: float | None = None
     min_cosine: float | None = None           # the worst image's logit cosine
     vs_host_litert: dict | None = None        # ARM64 twin runs: its raw outputs vs host LiteRT's
+    non_finite_outputs: int = 0               # NaN/inf logits: any fails the gate
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -176,31 +177,59 @@ def top1_flips(reference_top1: np.ndarray, candidate_top1: np.ndarray, names: li
     return [{"reference": names[r], "candidate": names[c], "count": n} for (r, c), n in ranked]
 
 
+def _top1(logits: np.ndarray) -> np.ndarray:
+    """argmax per row; -1 for a row holding NaN/inf (its argmax would be an arbitrary class)."""
+    top1 = logits.argmax(1) if logits.size else np.zeros(len(logits), np.int64)
+    return np.where(np.all(np.isfinite(logits), axis=1), top1, -1)
+
+
+def _accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """top-k accuracy; a row holding NaN/inf counts as wrong."""
+    finite = np.all(np.isfinite(logits), axis=1)
+    if finite.all():
+        return topk_accuracy(logits, labels, k)
+    k = min(k, logits.shape[1])
+    topk = np.argpartition(-np.where(np.isfinite(logits), logits, 0), kth=k - 1, axis=1)[:, :k]
+    return float(np.mean(np.any(topk == labels[:, None], axis=1) & finite))
+
+
 def compare(reference_logits: np.ndarray, candidate_logits: np.ndarray, labels: np.ndarray | None = None,
             backend: str = "candidate", class_names: list[str] | None = None) -> BackendMetrics:
-    """Metrics of `candidate_logits` against `reference_logits` (both (N, classes))."""
+    """Metrics of `candidate_logits` against `reference_logits` (both (N, classes)).
+
+    NaN/inf logits never look like agreement: their images count as disagreeing and wrong,
+    with cosine 0; max abs error and SQNR are None (no finite value describes them), and
+    `non_finite_outputs` counts them for the gate."""
     ref = np.asarray(reference_logits, np.float32)
     cand = np.asarray(candidate_logits, np.float32)
     if ref.shape != cand.shape:
         raise MixdeployError(f"{backend} produced logits of shape {cand.shape}, the reference {ref.shape}; "
                              "the models do not match (different classes or input?)")
+    finite_rows = np.all(np.isfinite(ref), axis=1) & np.all(np.isfinite(cand), axis=1)
+    all_finite = bool(finite_rows.all())
+    with np.errstate(invalid="ignore", over="ignore"):
+        cosines = np.where(finite_rows, _cosine_rows(np.nan_to_num(ref.astype(np.float64)),
+                                                     np.nan_to_num(cand.astype(np.float64))), 0.0)
+    ref_top1, cand_top1 = _top1(ref), _top1(cand)
     metrics = BackendMetrics(
         backend=backend,
         images=int(len(ref)),
-        top1_agreement=float(np.mean(ref.argmax(1) == cand.argmax(1))),
-        mean_cosine=float(np.mean(_cosine_rows(ref.astype(np.float64), cand.astype(np.float64)))),
-        max_abs_error=float(np.max(np.abs(ref - cand))) if ref.size else 0.0,
-        sqnr_db=float(sqnr_db(ref, cand)),
-        min_cosine=float(np.min(_cosine_rows(ref.astype(np.float64), cand.astype(np.float64)))) if len(ref) else None,
+        top1_agreement=float(np.mean((ref_top1 == cand_top1) & finite_rows)) if len(ref) else 0.0,
+        mean_cosine=float(np.mean(cosines)) if len(ref) else 0.0,
+        max_abs_error=(float(np.max(np.abs(ref - cand))) if ref.size else 0.0) if all_finite else None,
+        sqnr_db=float(sqnr_db(ref, cand)) if all_finite else None,
+        min_cosine=float(np.min(cosines)) if len(ref) else None,
+        non_finite_outputs=int(cand.size - np.count_nonzero(np.isfinite(cand))),
     )
     num_classes = ref.shape[1]
     names = class_names if class_names and len(class_names) == num_classes else [str(c) for c in range(num_classes)]
-    metrics.flips = top1_flips(ref.argmax(1), cand.argmax(1), names)
+    names = [*names, "NaN/inf"]   # index -1: the rows without a class
+    metrics.flips = top1_flips(ref_top1, cand_top1, names)
     if labels is not None:
         labels = np.asarray(labels, np.int64)
-        metrics.top1 = topk_accuracy(cand, labels, 1)
-        metrics.top5 = topk_accuracy(cand, labels, 5)
-        metrics.reference_top1 = topk_accuracy(ref, labels, 1)
+        metrics.top1 = _accuracy(cand, labels, 1)
+        metrics.top5 = _accuracy(cand, labels, 5)
+        metrics.reference_top1 = _accuracy(ref, labels, 1)
         metrics.top1_drop_points = (metrics.reference_top1 - metrics.top1) * 100.0
         delta = (per_class_accuracy(cand, labels, num_classes) - per_class_accuracy(ref, labels, num_classes)) * 100.0
         metrics.per_class_delta_points = {names[c]: float(delta[c]) for c in range(num_classes) if not np.isnan(delta[c])}
@@ -262,8 +291,14 @@ def check_thresholds(metrics: BackendMetrics, thresholds: Thresholds) -> list[Ch
             f"mean cosine {v:.5f} {'>=' if at_least(v, t.min_cosine) else '<'} {t.min_cosine:.5f}")
     if t.min_sqnr_db is not None:
         v = metrics.sqnr_db
-        add("min_sqnr_db", v, t.min_sqnr_db, at_least(v, t.min_sqnr_db),
-            f"SQNR {v:.1f} dB {'>=' if at_least(v, t.min_sqnr_db) else '<'} {t.min_sqnr_db:.1f} dB")
+        if v is None:
+            add("min_sqnr_db", None, t.min_sqnr_db, False, "SQNR undefined: NaN/inf outputs")
+        else:
+            add("min_sqnr_db", v, t.min_sqnr_db, at_least(v, t.min_sqnr_db),
+                f"SQNR {v:.1f} dB {'>=' if at_least(v, t.min_sqnr_db) else '<'} {t.min_sqnr_db:.1f} dB")
+    if metrics.non_finite_outputs:   # whatever the thresholds: NaN/inf outputs never pass
+        add("finite_outputs", metrics.non_finite_outputs, 0, False,
+            f"{metrics.non_finite_outputs} output values are NaN or infinite")
     return checks
 
 
@@ -333,6 +368,9 @@ def score(model, runs: list[BackendRun], labels, class_names, data: str, thresho
     reference = compare(ref_logits, ref_logits, labels, backend=reference_run.backend, class_names=class_names)
     reference.seconds = reference_run.seconds
     backends, checks = [], []
+    if reference.non_finite_outputs:   # the reference itself is broken: nothing can agree with it
+        checks.append(Check(reference.backend, "finite_outputs", 0, reference.non_finite_outputs, False,
+                            f"the reference gives {reference.non_finite_outputs} NaN/inf output values"))
     for run in candidate_runs:
         metrics = compare(ref_logits, run.logits, labels, backend=run.backend, class_names=class_names)
         metrics.path, metrics.seconds = str(run.path), run.seconds
@@ -475,13 +513,21 @@ def to_junit_xml(result: ParityResult, report_link: str | None = None) -> str:
 def rich_table(result: ParityResult):
     from rich.table import Table
 
-    table = Table(title=f"parity vs {result.reference.backend} - {result.data} ({result.images} images)")
+    from rich.markup import escape
+
+    # paths and file names are the user's: escaped, never read as rich markup. The data source
+    # is printed on its own line (`describe_data`): a long path in a title would wrap.
+    table = Table(title=escape(f"parity vs {result.reference.backend} ({result.images} images)"))
     for header in HEADERS:
         table.add_column(header, justify="left" if header in ("backend", "status") else "right")
     for row in _rows(result):
         style = "red" if row[-1].startswith("FAIL") else ("dim" if row[-1] == "reference" else "green")
-        table.add_row(*row[:-1], f"[{style}]{row[-1]}[/{style}]")
+        table.add_row(*map(escape, row[:-1]), f"[{style}]{escape(row[-1])}[/{style}]")
     return table
+
+
+def describe_data(result: ParityResult) -> str:
+    return f"data: {result.data}"
 
 
 def write_reports(result: ParityResult, out_dir, report_link: str | None = None) -> dict[str, Path]:

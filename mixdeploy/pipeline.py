@@ -3,24 +3,35 @@
 The model is anything `load_model` takes; for an ONNX file the chain starts at its graph
 (simplified) and parity is judged against onnxruntime on the original file.
 
-Every stage is a function of another module; this one only orders them, stages the
-files in a temporary folder (so a failed run leaves nothing half-written in the output
-folder) and collects each stage's facts into manifest.json.
+Every stage is a function of another module; this one orders them and owns the output folder:
+  - inputs are checked before any work (the output folder can be written, the data sources
+    exist and hold finite images, labels fit the model);
+  - one export at a time per folder (a lock file in it), and what a killed export left there
+    (its staging folder) is removed, with a note, by the next one;
+  - files are staged in a hidden folder inside the output folder and published together: the
+    previous export's artifacts go (none stays beside a manifest that does not list it) and
+    manifest.json comes last, so a manifest always describes exactly the files beside it;
+  - a failed or interrupted export leaves the folder as it was, and no folder it created.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import json
 import os
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import onnx
 
+from mixdeploy.atomic import PART_SUFFIX, check_output_dir, make_dirs, remove_empty_dirs, write_bytes_atomic
 from mixdeploy.errors import MixdeployError
 from mixdeploy.manifest import MANIFEST_NAME, file_record, tool_versions, write_manifest
 from mixdeploy.preprocess import PreprocessingOverrides
@@ -62,32 +73,162 @@ def _noop(stage: str, done: int, total: int) -> None:
     pass
 
 
+STAGING_PREFIX = ".mixdeploy-export-"
+LOCK_NAME = ".mixdeploy-export.lock"
+# Every name an export may write: what a previous export (or a killed one) left under these
+# names is replaced or removed when a new export publishes.
+ARTIFACT_NAMES = ("model.onnx", "model.opt.onnx", *(f"model_{p}.tflite" for p in PRECISIONS), MANIFEST_NAME)
+
+
 def run_export(options: ExportOptions, progress: Progress = _noop,
                warn: Callable[[str], None] = print) -> ExportResult:
     for precision in options.precisions:
         if precision not in PRECISIONS:
             raise MixdeployError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     out_dir = Path(options.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".mixdeploy-export-", dir=out_dir))
-    try:
+    check_output_dir(out_dir, "-o")
+    _check_data_sources(options, warn)
+    with _output_folder(out_dir, warn) as staging:
         manifest, staged = _export_into(staging, options, progress, warn)
-        files = _publish(staging, out_dir, staged)
-        manifest["files"] = [file_record(p, out_dir) for p in files.values()]
-        write_manifest(out_dir, manifest)
+        files = _publish(out_dir, staged, manifest)
         files["manifest"] = out_dir / MANIFEST_NAME
         return ExportResult(out_dir=out_dir, manifest=manifest, files=files)
+
+
+# ---------------------------------------------------------------- inputs, checked at the door
+
+def _uses_calibration(options: ExportOptions) -> bool:
+    return options.fmt == "tflite" and any(p in ("int8", "int16x8") for p in options.precisions)
+
+
+def _check_data_sources(options: ExportOptions, warn) -> None:
+    """--calib and --parity-data exist, are a known kind, and every image they give decodes to
+    finite pixels: said before the model is even loaded, not after a minute of conversion."""
+    from mixdeploy import data
+
+    if options.fmt != "tflite":
+        unused = [flag for flag, value in (("--calib", options.calib), ("--parity-data", options.parity_data))
+                  if value is not None]
+        if unused:
+            warn(f"{' and '.join(unused)} not used: --format onnx makes no TFLite model to calibrate or check.")
+        return
+    if options.calib is not None and _uses_calibration(options):
+        data.verify_index(data.index_images(options.calib, limit=options.calib_count, split="train"))
+    parity_source = options.parity_data or options.calib
+    if parity_source is not None:
+        data.verify_index(data.index_images(parity_source, limit=options.parity_count, split="test"))
+
+
+def _check_data_fits(loaded, options: ExportOptions) -> None:
+    """Labelled parity data must use the model's classes, or its top-1 means nothing."""
+    from mixdeploy import data
+
+    parity_source = options.parity_data or options.calib
+    if options.fmt == "tflite" and parity_source is not None:
+        data.check_labels_match(data.index_images(parity_source, limit=options.parity_count, split="test"),
+                                loaded.num_classes)
+
+
+# ---------------------------------------------------------------- the output folder
+
+@contextlib.contextmanager
+def _output_folder(out_dir: Path, warn) -> Iterator[Path]:
+    """Create (if needed) and lock `out_dir`, clear what a killed export left, yield a fresh
+    staging folder in it. On failure the staging folder goes, and so does every folder this
+    export created if it is still empty."""
+    created = make_dirs(out_dir)
+    try:
+        with _locked(out_dir):
+            _remove_leftovers(out_dir, warn)
+            staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
+            try:
+                yield staging
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        remove_empty_dirs(created)
+        raise
+
+
+@contextlib.contextmanager
+def _locked(out_dir: Path) -> Iterator[None]:
+    """An exclusive flock on out_dir/.mixdeploy-export.lock: a second export into the folder
+    fails at once, naming the first one's pid. The lock file is removed on release (a waiter
+    that opened the removed file sees a different inode and opens again)."""
+    path = out_dir / LOCK_NAME
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise MixdeployError(f"another export (pid {holder}) is writing into {out_dir}: wait for it to "
+                                 "finish, or export into another folder (-o)") from None
+        except OSError as err:
+            if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                os.close(fd)
+                raise
+            break   # a file system without locks (some NFS): export unlocked rather than not at all
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)   # the holder removed the file after we opened it: lock the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        os.close(fd)
 
 
-def _publish(staging: Path, out_dir: Path, staged: dict[str, Path]) -> dict[str, Path]:
-    """Move every finished artifact into the output folder (rename: atomic per file)."""
+def _remove_leftovers(out_dir: Path, warn) -> None:
+    """Staging folders and half-written files of an export that was killed (kill -9, power
+    loss): nobody else can be writing them, this process holds the folder's lock."""
+    for path in sorted(out_dir.iterdir()):
+        if path.name.startswith(STAGING_PREFIX) and path.is_dir():
+            size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            shutil.rmtree(path, ignore_errors=True)
+            warn(f"removed {path.name} ({size / 1e6:.1f} MB) from {out_dir}: the staging folder of an export "
+                 "that was killed before it finished.")
+        elif path.name.endswith(PART_SUFFIX) and any(path.name.startswith(f".{name}.") for name in ARTIFACT_NAMES):
+            path.unlink()
+
+
+def _previous_artifacts(out_dir: Path) -> set[str]:
+    """Names of the artifact set now in `out_dir`: what its manifest lists, and any file with an
+    export's name (a killed publish can leave them without a manifest)."""
+    names = {name for name in ARTIFACT_NAMES if (out_dir / name).is_file()}
+    try:
+        listed = json.loads((out_dir / MANIFEST_NAME).read_text()).get("files", [])
+        names |= {str(r["path"]) for r in listed if isinstance(r, dict) and "path" in r}
+    except (OSError, ValueError, AttributeError, TypeError):
+        pass    # no manifest, or one we cannot read: the known names are all we go by
+    # only plain names of files in this folder: a manifest must not point the removal elsewhere
+    return {n for n in names if Path(n).name == n and not n.startswith(".") and (out_dir / n).is_file()}
+
+
+def _publish(out_dir: Path, staged: dict[str, Path], manifest: dict) -> dict[str, Path]:
+    """Replace the folder's artifact set with the staged one. manifest.json goes first (the old
+    set is no longer described) and comes back last (the new set is complete): a reader never
+    sees a manifest beside files it does not describe. Renames within one file system."""
+    previous = _previous_artifacts(out_dir)
+    with contextlib.suppress(FileNotFoundError):
+        (out_dir / MANIFEST_NAME).unlink()
     published = {}
     for key, path in staged.items():
         target = out_dir / path.name
         os.replace(path, target)
         published[key] = target
+    for name in previous - {p.name for p in published.values()} - {MANIFEST_NAME}:
+        (out_dir / name).unlink()
+    manifest["files"] = [file_record(p, out_dir) for p in published.values()]
+    write_manifest(out_dir, manifest)
     return published
 
 
@@ -100,6 +241,7 @@ def _export_into(staging: Path, options: ExportOptions, progress: Progress, warn
     progress("load model", 0, 1)
     loaded = load_model(options.source, weights=options.weights, num_classes=options.num_classes,
                         preprocessing=options.preprocessing, factory_kwargs=options.factory_kwargs)
+    _check_data_fits(loaded, options)
     _warn_about_guessed_preprocessing(loaded, warn)
     macs = count_macs(loaded)
     manifest: dict = {
@@ -121,8 +263,7 @@ def _export_into(staging: Path, options: ExportOptions, progress: Progress, warn
     runtime = "int8" if "int8" in options.precisions else "fp32"
     rewritten = rewrite(onnx.load(staged["onnx"]), lowering=options.lowering, runtime=runtime,
                         progress=lambda done, total, layer: progress(f"rewrite ({options.lowering})", done, total))
-    opt_path = staging / "model.opt.onnx"
-    onnx.save(rewritten.model, opt_path)
+    opt_path = write_bytes_atomic(staging / "model.opt.onnx", rewritten.model.SerializeToString())
     staged["onnx_opt"] = opt_path
     manifest["stages"]["rewrite"] = rewritten.report.to_dict()
 
@@ -147,7 +288,7 @@ def _source_onnx(loaded, path: Path, options, warn) -> tuple[Path, dict]:
     if options.dynamic_batch:
         warn(f"--dynamic-batch applies to PyTorch sources; {loaded.name} keeps its own batch dimension.")
     model = simplify_onnx(loaded.onnx_model)
-    onnx.save(model, path)
+    write_bytes_atomic(path, model.SerializeToString())
     image = model.graph.input[0].type.tensor_type.shape.dim
     return path, {"path": path.name,   # the source file and its sha256 are in the manifest's "model"
                   "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
@@ -219,11 +360,23 @@ def _quick_parity(loaded, tflite_paths, options, progress, warn) -> dict:
     reference = runner.run(image_set.images)
     summary = {"reference": runner.name, "data": image_set.source, "images": int(len(image_set.images)),
                "backends": {}}
+    not_finite = {}
     for key, path in tflite_paths.items():
         progress(f"parity: {path.name}", 0, 1)
         logits = runtimes.TfliteRunner(path).run(image_set.images)
         metrics = parity.compare(reference, logits, labels=image_set.labels)
         summary["backends"][path.name] = metrics.to_dict()
+        if metrics.non_finite_outputs:
+            not_finite[path.name] = metrics.non_finite_outputs
+    reference_bad = int(np.size(reference) - np.count_nonzero(np.isfinite(reference)))
+    if reference_bad:
+        not_finite[runner.name + " (the reference)"] = reference_bad
+    if not_finite:
+        raise MixdeployError(
+            "the exported models are not usable: NaN or infinite outputs on the parity images ("
+            + ", ".join(f"{name}: {count} of {np.size(reference)} values" for name, count in not_finite.items())
+            + "). Nothing was written. Check the weights and the preprocessing (--mean/--std), or the precision "
+              "(fp16 overflows past 65504).", exit_code=1)
     if image_set.labels is not None:
         summary["reference_top1"] = float((reference.argmax(1) == image_set.labels).mean())
     return summary

@@ -123,8 +123,9 @@ class TfliteRunner:
         self.num_threads = num_threads or default_tflite_threads()
         try:
             self.interpreter = Interpreter(model_path=str(path), num_threads=self.num_threads)
+            self.interpreter.allocate_tensors()   # a damaged graph (bad tensor index, op) fails here, not mid-run
         except Exception as err:  # LiteRT raises ValueError/RuntimeError for bad flatbuffers
-            raise MixdeployError(f"LiteRT cannot load {path}: {str(err).splitlines()[0][:300]}; convert it again") from None
+            raise MixdeployError(f"LiteRT cannot load {path}: {_first_line(err)}; convert it again") from None
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
         self.input_layout = input_layout or self._guess_layout(self._input["shape"])
@@ -178,13 +179,22 @@ class TfliteRunner:
             step = self._allocated_batch
             for sub in range(start, end, step):
                 chunk = images[sub:min(end, sub + step)]
-                self.interpreter.set_tensor(self._input["index"], np.ascontiguousarray(self._quantize_input(chunk)))
-                self.interpreter.invoke()
+                try:
+                    self.interpreter.set_tensor(self._input["index"], np.ascontiguousarray(self._quantize_input(chunk)))
+                    self.interpreter.invoke()
+                except (ValueError, RuntimeError) as err:   # input shape vs the model's, a kernel refusing
+                    raise MixdeployError(f"LiteRT cannot run {self.path} on inputs of shape {tuple(chunk.shape)}: "
+                                         f"{_first_line(err)}") from None
                 out = self.interpreter.get_tensor(self._output["index"])
                 outputs.append(self._dequantize_output(out)[: len(chunk)].copy())
             if progress:
                 progress(end - start)
         return np.concatenate(outputs).reshape(len(images), -1)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__
 
 
 def make_runner(target, name: str | None = None, num_threads: int | None = None) -> Runner:

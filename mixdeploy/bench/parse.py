@@ -7,13 +7,23 @@ Two tools share the name:
   they are read from the header line);
 - the newer LiteRT "CompiledModel" benchmark (milliseconds, `INFO: [file.h:NN] ` prefixes).
 
-Everything is returned in milliseconds so callers never juggle units.
+Everything is returned in milliseconds so callers never juggle units. Output that is not what
+either tool prints (a crash mid-run, a truncated log, a number that is not one) raises
+BenchmarkParseError, never anything else; a line that does not parse is skipped.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
+
+from mixdeploy.errors import MixdeployError
+
+
+class BenchmarkParseError(MixdeployError, ValueError):
+    """benchmark_model printed no usable timings (a ValueError too, for callers that catch that)."""
 
 # `INFO: ` (classic, newer builds) and `INFO: [benchmark_litert_model.h:92] ` (LiteRT).
 _LOG_PREFIX = re.compile(r"^(?:(?:INFO|WARNING|ERROR|VERBOSE): )?(?:\[[\w./-]+\.(?:h|cc|cpp):\d+\]\s*)?")
@@ -80,15 +90,42 @@ def strip_log_prefix(line: str) -> str:
 
 
 def parse_benchmark_output(text: str) -> BenchmarkOutput:
-    """Parse either tool's stdout; raises ValueError when no timing is found at all."""
+    """Parse either tool's stdout; raises BenchmarkParseError (a ValueError) when no usable
+    timing is found: none at all, or one that is negative, NaN or infinite."""
     lines = [strip_log_prefix(line) for line in text.splitlines()]
     if any(re.match(r"\s*Inference \(avg\):\s+" + _NUMBER + r"\s*ms", ln) for ln in lines):
         result = _parse_litert(lines)
     else:
         result = _parse_classic(lines)
     if result.inference is None:
-        raise ValueError("no inference timings found in benchmark_model output")
+        raise BenchmarkParseError("no inference timings found in benchmark_model output")
+    if not _plausible(result.inference.avg_ms):
+        raise BenchmarkParseError(f"benchmark_model printed an impossible average time ({result.inference.avg_ms} ms)")
+    _drop_implausible(result)
     return result
+
+
+def _plausible(ms: float | None) -> bool:
+    return ms is not None and math.isfinite(ms) and ms >= 0
+
+
+def _drop_implausible(result: BenchmarkOutput) -> None:
+    """Optional numbers that are NaN/inf or negative become None (unknown), not a wrong value."""
+    for stats in (result.inference, result.warmup):
+        if stats is None:
+            continue
+        for f in dataclasses.fields(stats):
+            value = getattr(stats, f.name)
+            if f.name.endswith("_ms") and value is not None and not _plausible(value):
+                setattr(stats, f.name, None)
+    if result.warmup is not None and result.warmup.avg_ms is None:
+        result.warmup = None
+    for name in ("model_size_mb", "init_ms", "first_inference_ms", "init_memory_mb", "overall_memory_mb",
+                 "peak_memory_mb"):
+        value = getattr(result, name)
+        if value is not None and not math.isfinite(value):
+            setattr(result, name, None)
+    result.op_profile = [row for row in result.op_profile if _plausible(row.avg_ms)]
 
 
 # --- classic TFLite benchmark_model -------------------------------------------------------
@@ -111,6 +148,8 @@ def parse_count_line(line: str) -> TimingStats | None:
     values = dict(_KEY_VALUE.findall(rest))
     if "(all same)" in rest:
         same = _us_to_ms(values.get("curr"))
+        if same is None:
+            return None
         return TimingStats(count=count, avg_ms=same, first_ms=same, curr_ms=same, min_ms=same,
                            max_ms=same, std_ms=0.0, p5_ms=same, median_ms=same, p95_ms=same)
     if "avg" not in values:
@@ -229,10 +268,14 @@ def _parse_profile_row(line: str, columns: list[str]) -> OpProfileRow | None:
             continue
         if field_name in ("node_type", "name"):
             values[field_name] = cell
-        elif field_name == "times_called":
-            values[field_name] = int(float(cell))
-        else:
-            values[field_name] = float(cell.rstrip("%"))
+            continue
+        try:
+            number = float(cell.rstrip("%"))
+        except ValueError:
+            return None   # not a row of the table (a log line in the middle of it)
+        if not math.isfinite(number):
+            return None
+        values[field_name] = int(number) if field_name == "times_called" else number
     if "avg_ms" not in values or "node_type" not in values:
         return None
     values.setdefault("name", "")

@@ -23,6 +23,7 @@ import numpy as np
 
 from mixdeploy.bench.adb import Adb, CommandTimeout, DeviceInfo
 from mixdeploy.bench.parse import BenchmarkOutput, OpProfileRow, parse_benchmark_output
+from mixdeploy.atomic import scratch_dir
 from mixdeploy.errors import DeviceError, MixdeployError
 from mixdeploy.manifest import sha256_file
 from mixdeploy.parity import OutputDifference, compare, output_difference
@@ -426,7 +427,7 @@ def device_parity(adb: Adb, serial: str, tflite_path: Path, remote_binary: str, 
     interp, input_details, output_details = io_details(tflite_path)
     tensors = prepare_parity_inputs(images_nchw, input_details)
     commands = []
-    with tempfile.TemporaryDirectory(prefix="mixdeploy-parity-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mixdeploy-parity-", dir=scratch_dir()) as tmp:
         for i, tensor in enumerate(tensors):
             local = Path(tmp) / f"input_{i}.bin"
             local.write_bytes(np.ascontiguousarray(tensor).tobytes())

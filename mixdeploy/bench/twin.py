@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from mixdeploy.bench import phone
+from mixdeploy.atomic import scratch_dir
 from mixdeploy.errors import DeviceError, MixdeployError
 from mixdeploy.parity import BackendMetrics
 
@@ -159,7 +160,7 @@ def run_tensors(tflite_path, inputs: np.ndarray, cpu: str = DEFAULT_CPU, threads
         raise MixdeployError(f"{tflite_path} does not exist: give the path of a .tflite file")
     if len(inputs) == 0:
         raise MixdeployError("the ARM64 twin needs at least one input")
-    with tempfile.TemporaryDirectory(prefix="mixdeploy-twin-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mixdeploy-twin-", dir=scratch_dir()) as tmp:
         np.save(Path(tmp) / "inputs.npy", np.ascontiguousarray(inputs))
         args = [str(GUEST_SCRIPT), str(tflite_path), f"{tmp}/inputs.npy", f"{tmp}/outputs.npz",
                 f"--threads={threads}"]

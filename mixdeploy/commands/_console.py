@@ -15,7 +15,9 @@ stdout = Console()
 
 
 def print_json(obj) -> None:
-    click.echo(json.dumps(obj, indent=2, default=str))
+    from mixdeploy.atomic import strict_json
+
+    click.echo(strict_json(obj), nl=False)   # strict: a NaN would make the output unparseable
 
 
 @contextlib.contextmanager
@@ -24,7 +26,8 @@ def stage_progress(enabled: bool = True) -> Iterator:
     if not enabled:
         yield lambda stage, done, total: None
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+    # markup=False: stage names carry file names (`parity: tflite:[x].tflite`), printed as they are
+    columns = (TextColumn("{task.description}", markup=False), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn())
     with Progress(*columns, console=stderr, transient=False) as bar:
         tasks: dict[str, int] = {}

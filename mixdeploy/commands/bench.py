@@ -72,6 +72,8 @@ def bench(files, device, threads, runs, warmup, no_xnnpack, baselines, onnx_path
         return
     _check_flags_fit_target(device, no_xnnpack=no_xnnpack, baselines=baselines, op_profile=op_profile,
                             parity=parity, benchmark_binary=benchmark_binary)
+    if plot:
+        _check_plot_path(plot, files)
     if device == "host":
         results, rows = _bench_on_host(files, thread_counts or [1, 2], runs, warmup, not no_xnnpack,
                                        baselines, onnx_path, torch_model, weights, as_json)
@@ -87,7 +89,27 @@ def bench(files, device, threads, runs, warmup, no_xnnpack, baselines, onnx_path
         return
     stdout.print(report.latency_table(rows))
     if plot:
-        stderr.print(f"plot written to {plot}")
+        stderr.print(escape(f"plot written to {plot}"))
+
+
+def _check_plot_path(plot: str, files) -> None:
+    """--plot is checked before the benchmark, not after it (when the timings would be lost):
+    a writable path, a format matplotlib writes, and models whose MACs are known."""
+    from mixdeploy.atomic import check_output_file
+    from mixdeploy.bench import report
+    from mixdeploy.report.style import pyplot
+
+    check_output_file(plot, "--plot")
+    if not any(report.macs_for(path) for path in files):
+        raise MixdeployError("--plot draws latency against MACs, and no MACs are known for these models: bench "
+                             "files from `mixdeploy export` (their manifest.json has the MACs), or drop --plot")
+    suffix = Path(plot).suffix.lstrip(".").lower() or "png"
+    figure = pyplot().figure()
+    supported = figure.canvas.get_supported_filetypes()
+    pyplot().close(figure)
+    if suffix not in supported:
+        raise MixdeployError(f"--plot {plot}: cannot write .{suffix} files; name a .png, .svg or .pdf file "
+                             "(e.g. latency.png)")
 
 
 def _check_flags_fit_target(device: str, **flags) -> None:
@@ -113,7 +135,7 @@ def _bench_on_host(files, threads, runs, warmup, use_xnnpack, baselines, onnx_pa
     for path in files:
         onnx_for_file = onnx_path or _onnx_beside(path) if "onnxruntime" in baselines else None
         if not quiet:
-            stderr.print(f"benchmarking {path} on the host ({runs} runs x {len(threads)} thread settings)")
+            stderr.print(escape(f"benchmarking {path} on the host ({runs} runs x {len(threads)} thread settings)"))
         result = bench_host(path, threads=threads, runs=runs, warmup=warmup, use_xnnpack=use_xnnpack,
                             baselines=baselines, onnx_path=onnx_for_file, torch_module=torch_module)
         results.append(result.to_dict())
@@ -150,7 +172,7 @@ def _bench_on_phones(files, device, threads, runs, warmup, benchmark_binary, del
     for path in files:
         inputs = _parity_inputs(path, parity_data, parity_count) if parity else None
         if not quiet:
-            stderr.print(f"benchmarking {path} on {device} over adb")
+            stderr.print(escape(f"benchmarking {path} on {device} over adb"))
         for result in bench_phone(path, device=device, benchmark_binary=benchmark_binary,
                                   threads=threads[0] if threads else None, delegate=delegate,
                                   op_profile=op_profile, parity_inputs=inputs, runs=runs,
@@ -173,11 +195,7 @@ def _parity_images(tflite_path: str, source: str, count: int):
     from mixdeploy import data
 
     if source.endswith(".npy"):
-        array = np.load(source)
-        if array.dtype != np.float32 or array.ndim != 4:
-            raise MixdeployError(f"{source} must hold N x C x H x W float32 preprocessed images "
-                                 f"(got {array.dtype} {array.shape})")
-        return data.ImageSet(images=array[:count], labels=None, class_names=None, source=source)
+        return data.ImageSet(images=_preprocessed_npy(source, count), labels=None, class_names=None, source=source)
     from mixdeploy.bench import report
     from mixdeploy.bench.host import tflite_input_details
     from mixdeploy.preprocess import Preprocessing
@@ -191,9 +209,27 @@ def _parity_images(tflite_path: str, source: str, count: int):
     return data.load_images(source, preprocessing, limit=count)
 
 
+def _preprocessed_npy(source: str, count: int) -> np.ndarray:
+    """A .npy of preprocessed NCHW float32 inputs, checked: shape, dtype, finite values."""
+    if not Path(source).is_file():
+        raise MixdeployError(f"--parity-data {source}: no such file")
+    try:
+        array = np.load(source, allow_pickle=False)
+    except ValueError as err:
+        raise MixdeployError(f"cannot read {source} as .npy ({err}); save one float32 array with numpy.save") from None
+    if array.dtype != np.float32 or array.ndim != 4:
+        raise MixdeployError(f"{source} must hold N x C x H x W float32 preprocessed images "
+                             f"(got {array.dtype} {array.shape})")
+    array = array[:count]
+    if not np.isfinite(array).all():
+        raise MixdeployError(f"{source} holds {int(array.size - np.count_nonzero(np.isfinite(array)))} NaN/inf "
+                             "values: save finite preprocessed images")
+    return array
+
+
 def _print_phone_details(result) -> None:
     state = result.device
-    stderr.print(f"[bold]{escape(str(state.model))}[/] ({state.serial}) Android {state.android_version}, SoC "
+    stderr.print(f"[bold]{escape(str(state.model))}[/] ({escape(str(state.serial))}) Android {state.android_version}, SoC "
                  f"{state.soc or state.board_platform}, battery {state.battery_level}%, thermal status "
                  f"{state.thermal_status}; pushed: "
                  + ", ".join(f"{k} ({'pushed' if v else 'cached'})" for k, v in result.pushed.items()))
@@ -280,8 +316,8 @@ def _print_twin_result(result) -> None:
                  f"features {', '.join(inside['features']) or 'none'}), ai-edge-litert {inside['ai_edge_litert']} "
                  f"inside, {inside['delegate_nodes']} XNNPACK partition(s); host {result.host['machine']} "
                  f"ai-edge-litert {result.host['ai_edge_litert']}")
-    table = Table(title=f"{Path(result.model_path).name} on {result.device}: {result.images} inputs "
-                        f"from {escape(result.data)}")
+    table = Table(title=escape(f"{Path(result.model_path).name} on {result.device}: {result.images} inputs "
+                               f"from {result.data}"))
     # Narrow columns: the table fits 80 columns (CI logs); the JSON has every metric.
     for column in ("outputs", "agree", "top-1", "cos min", "max|err|", "differ", "steps"):
         table.add_column(column, justify="left" if column == "outputs" else "right", no_wrap=True)

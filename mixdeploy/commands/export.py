@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from mixdeploy.commands._console import print_json, stage_progress, stderr, stdout
@@ -65,7 +66,7 @@ def export(model, weights, factory_kwargs, num_classes, preprocessing, fmt, int8
         calib_count=calib_count, quant_recipe=quant_recipe, io_dtype=io_dtype, input_layout=input_layout,
         parity_data=parity_data, parity_count=parity_count, opset=opset, dynamic_batch=dynamic_batch,
     )
-    warn = lambda message: stderr.print(f"[yellow]warning:[/] {message}")
+    warn = lambda message: stderr.print(f"[yellow]warning:[/] {escape(message)}")
     with stage_progress(enabled=not as_json) as progress:
         result = run_export(options, progress=progress, warn=warn)
     if as_json:
@@ -86,8 +87,9 @@ def _default_out_dir(model: str) -> Path:
 
 def _print_files(result) -> None:
     model = result.manifest["model"]
-    table = Table(title=f"{model['name']}: {model['params'] / 1e6:.2f}M params, {model['macs'] / 1e6:.1f}M MACs"
-                        f" -> {result.out_dir}")
+    # the folder on its own line: a long path in the title would wrap
+    stdout.print(escape(f"{model['name']}: files written to {result.out_dir}"), soft_wrap=True)
+    table = Table(title=escape(f"{model['params'] / 1e6:.2f}M params, {model['macs'] / 1e6:.1f}M MACs"))
     for column in ("file", "size", "ops"):
         table.add_column(column)
     convert = result.manifest["stages"].get("convert", {})
@@ -96,13 +98,11 @@ def _print_files(result) -> None:
         for facts in convert.values():
             if str(facts.get("path", "")).endswith(record["path"]):
                 ops = _short_histogram(facts.get("op_histogram", {}))
-        table.add_row(record["path"], f"{record['bytes'] / 1e6:.2f} MB", ops)
+        table.add_row(escape(record["path"]), f"{record['bytes'] / 1e6:.2f} MB", ops)
     stdout.print(table)
 
 
 def _print_preprocessing(manifest: dict) -> None:
-    from rich.markup import escape
-
     from mixdeploy.preprocess import Preprocessing
 
     used = Preprocessing.from_dict(manifest["preprocessing"]).describe()
@@ -120,14 +120,18 @@ def _short_histogram(histogram: dict) -> str:
 
 def _print_parity(parity: dict) -> None:
     reference = parity.get("reference", "pytorch")
-    table = Table(title=f"Parity vs {reference} on {parity['images']} images of {parity['data']}")
+    stdout.print(escape(f"parity data: {parity['data']}"), soft_wrap=True)
+    table = Table(title=escape(f"Parity vs {reference} on {parity['images']} images"))
     table.add_column("model", no_wrap=True)
     for column in ("top-1", "top-1 agreement", "logit cosine", "max abs err", "SQNR dB"):
         table.add_column(column, justify="right")
     if "reference_top1" in parity:
-        table.add_row(reference, f"{parity['reference_top1']:.2%}", "", "", "", "")
+        table.add_row(escape(reference), f"{parity['reference_top1']:.2%}", "", "", "", "")
     for name, m in parity["backends"].items():
-        top1 = f"{m['top1']:.2%}" if m.get("top1") is not None else "-"
-        table.add_row(name, top1, f"{m['top1_agreement']:.2%}", f"{m['mean_cosine']:.4f}",
-                      f"{m['max_abs_error']:.3g}", f"{m['sqnr_db']:.1f}")
+        table.add_row(escape(name), _number(m.get("top1"), ".2%"), f"{m['top1_agreement']:.2%}",
+                      f"{m['mean_cosine']:.4f}", _number(m.get("max_abs_error"), ".3g"), _number(m.get("sqnr_db"), ".1f"))
     stdout.print(table)
+
+
+def _number(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)

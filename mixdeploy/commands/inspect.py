@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from mixdeploy.commands._console import print_json, stdout
@@ -20,7 +21,7 @@ def inspect(path, as_json, all_concats):
     if as_json:
         print_json(result.to_dict())
         return
-    stdout.print(f"[bold]{result.path}[/]  {result.file_size / 1e6:.2f} MB, "
+    stdout.print(f"[bold]{escape(str(result.path))}[/]  {result.file_size / 1e6:.2f} MB, "
                  f"{sum(result.op_histogram.values())} ops, {result.transpose_count} TRANSPOSE")
     stdout.print(histogram_table("ops", result.op_histogram))
     stdout.print(histogram_table("tensor types", result.tensor_dtypes))
@@ -42,7 +43,7 @@ def histogram_table(title: str, histogram: dict[str, int]) -> Table:
     table.add_column("name")
     table.add_column("count", justify="right")
     for name, count in histogram.items():
-        table.add_row(name, str(count))
+        table.add_row(escape(name), str(count))
     return table
 
 
@@ -52,7 +53,7 @@ def io_table(inputs: list[dict], outputs: list[dict]) -> Table:
         table.add_column(col)
     for kind, details in (("in", inputs), ("out", outputs)):
         for d in details:
-            table.add_row(kind, d["name"], str(d["shape"]), d["dtype"],
+            table.add_row(kind, escape(d["name"]), escape(str(d["shape"])), d["dtype"],
                           "" if d["scale"] is None else f"{d['scale']:.6g}",
                           "" if d["zero_point"] is None else str(d["zero_point"]))
     return table
@@ -71,7 +72,7 @@ def concat_table(concats, show_all: bool) -> Table | None:
     for col in ("output", "output scale", "input scales", "mismatch"):
         table.add_column(col)
     for c in rows:
-        table.add_row(c.output, f"{c.output_scale:.4g}",
+        table.add_row(escape(c.output), f"{c.output_scale:.4g}",
                       ", ".join("-" if s is None else f"{s:.4g}" for s in c.input_scales),
                       "[red]yes[/]" if c.mismatched else "no")
     return table

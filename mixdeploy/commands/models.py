@@ -7,6 +7,7 @@ import re
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
@@ -68,9 +69,13 @@ def models(as_json: bool):
     console = Console()
     console.print(table)
     for b in bundled:
-        console.print(f"Bundled checkpoint [bold]{b['name']}[/]: {b['model']}, {b['num_classes']} classes"
-                      + (f", {b['dataset']}" if b.get("dataset") else "")
-                      + (f", top-1 {b['test_top1']}%" if b.get("test_top1") is not None else ""))
+        if "error" in b:   # a damaged bundled file is named, not hidden, and does not hide the zoo
+            console.print(escape(f"Bundled checkpoint {b['name']}: unreadable ({b['error']})"), style="red")
+            continue
+        console.print(f"Bundled checkpoint [bold]{escape(b['name'])}[/]: "
+                      + escape(f"{b['model']}, {b['num_classes']} classes"
+                               + (f", {b['dataset']}" if b.get("dataset") else "")
+                               + (f", top-1 {b['test_top1']}%" if b.get("test_top1") is not None else "")))
     console.print("MACs: conv/linear MACs + BN/activation/elementwise ops (`mixdeploy flops --help`). "
                   "Also: [bold]timm:<name>[/] for any timm model (needs timm installed).")
 
@@ -131,7 +136,7 @@ def flops(ctx, model, weights, num_classes, input_size, max_macs, as_json):
 
 def _print_report(report, max_macs, within):
     console = Console()
-    console.print(f"[bold]{report.source}[/] at {report.input_size}x{report.input_size}: "
+    console.print(f"[bold]{escape(str(report.source))}[/] at {report.input_size}x{report.input_size}: "
                   f"params {format_count(report.params)} ({report.params:,}), "
                   f"MACs {format_count(report.total)} ({report.total:,}); "
                   f"conv+linear only {format_count(report.conv_linear_only)}")
@@ -141,7 +146,7 @@ def _print_report(report, max_macs, within):
         table.add_column("MACs", justify="right")
         table.add_column("share", justify="right")
         for key, value in data.items():
-            table.add_row(key, format_count(value), f"{100 * value / max(report.total, 1):.1f}%")
+            table.add_row(escape(str(key)), format_count(value), f"{100 * value / max(report.total, 1):.1f}%")
         console.print(table)
     if max_macs is not None:
         verdict = "[green]within[/]" if within else "[red]OVER[/]"

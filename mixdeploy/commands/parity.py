@@ -13,8 +13,10 @@ from pathlib import Path
 
 import click
 import numpy as np
+from rich.markup import escape
 
 from mixdeploy.commands._console import print_json, stage_progress, stderr, stdout
+from mixdeploy.atomic import scratch_dir
 from mixdeploy.commands._options import TimmStyleCommand, preprocessing_options
 from mixdeploy.errors import MixdeployError
 from mixdeploy.preprocess import Preprocessing
@@ -60,6 +62,41 @@ def _preprocessing(loaded, manifest: dict, overrides) -> Preprocessing:
     return chosen
 
 
+def _check_outputs(report_dir, keep_float, tflite_paths) -> None:
+    """Where results go is checked before the run, not after it (when they would be lost)."""
+    from mixdeploy.atomic import check_output_dir
+
+    if report_dir:
+        check_output_dir(report_dir, "--report")
+    if keep_float and not report_dir and tflite_paths:
+        check_output_dir(Path(tflite_paths[0]).parent, "--keep-float (writes beside the int8 model)")
+
+
+def _image_side(shape) -> tuple[int, int] | None:
+    """(H, W) of an NHWC or NCHW image input shape; None when it is not one (or dynamic)."""
+    dims = [int(d) if isinstance(d, (int, np.integer)) else -1 for d in shape]
+    if len(dims) != 4:
+        return None
+    h, w = (dims[1], dims[2]) if dims[3] == 3 and dims[1] != 3 else (dims[2], dims[3])
+    return (h, w) if h > 0 and w > 0 else None
+
+
+def _check_input_sizes(tflite_paths, onnx_path, size: int) -> None:
+    """Every model must take the images the preprocessing makes, or LiteRT fails mid-run."""
+    from mixdeploy import runtimes
+
+    shapes = [(path, runtimes.TfliteRunner(path, num_threads=1).interpreter.get_input_details()[0]["shape"])
+              for path in tflite_paths]
+    if onnx_path:
+        shapes.append((onnx_path, runtimes.OnnxRunner(onnx_path).session.get_inputs()[0].shape))
+    for path, shape in shapes:
+        side = _image_side(shape)
+        if side is not None and side != (size, size):
+            raise MixdeployError(f"{path} takes {side[0]}x{side[1]} images, but the preprocessing makes {size}x{size} "
+                                 f"(from --input-size, the manifest.json beside the model or the model's default): "
+                                 f"pass --input-size {side[0]}, or check the model")
+
+
 def _is_full_integer(path) -> bool:
     from mixdeploy.runtimes import TfliteRunner
 
@@ -94,7 +131,7 @@ def _calibration(source, data_source, preprocessing, count, images) -> np.ndarra
     return images.images[:count]
 
 
-def _run_blame(result, int8_paths, args, loaded, preprocessing, images, progress, force=False):
+def _run_blame(result, int8_paths, args, loaded, preprocessing, images, progress, workdir: Path, force=False):
     """Blame the first failing int8 model (or, when `force`d by --keep-float auto, the first int8 model)."""
     from mixdeploy import blame
 
@@ -104,14 +141,15 @@ def _run_blame(result, int8_paths, args, loaded, preprocessing, images, progress
     if not targets:
         return None
     target = targets[0]
-    workdir = Path(tempfile.mkdtemp(prefix="mixdeploy-parity-"))
     onnx_file = _float_onnx(args["onnx_path"], target, loaded, preprocessing, workdir)
     calibration = _calibration(args["calibration"], args["data_source"], preprocessing, args["calibration_count"], images)
     progress("blame: QuantizationDebugger", 0, 1)
     report = blame.blame_int8(onnx_file, calibration, images.images[: args["blame_images"]],
                               input_layout=args["input_layout"])
     progress("blame: QuantizationDebugger", 1, 1)
-    out = {"tflite": str(target), "onnx": str(onnx_file), **report.to_dict()}
+    kept = not onnx_file.is_relative_to(workdir)   # an export made for blame goes with the temporary folder
+    out = {"tflite": str(target), "onnx": str(onnx_file) if kept else f"exported from {loaded.name} (not kept)",
+           **report.to_dict()}
     return report, out, onnx_file, calibration, target
 
 
@@ -196,10 +234,12 @@ def parity(model, tflite_paths, onnx_path, weights, num_classes, preprocessing, 
     for path in [*tflite_paths, *([onnx_path] if onnx_path else [])]:
         if not Path(path).is_file():
             raise MixdeployError(f"file not found: {path}")
+    _check_outputs(report_dir, keep_float, tflite_paths)
     loaded = load_model(model, weights=weights, num_classes=num_classes, preprocessing=preprocessing)
     manifest = _manifest_next_to(tflite_paths)
     loaded.preprocessing = _preprocessing(loaded, manifest, preprocessing)
     preprocessing = loaded.preprocessing
+    _check_input_sizes(tflite_paths, onnx_path, preprocessing.input_size)
     index = data.index_images(data_source, limit=limit)
     data.check_labels_match(index, loaded.num_classes)
     thresholds = parity_lib.Thresholds(min_top1_agreement=min_top1_agreement, max_top1_drop=max_top1_drop,
@@ -216,7 +256,11 @@ def parity(model, tflite_paths, onnx_path, weights, num_classes, preprocessing, 
     # loads only the few that blame may need.
     images = None if ray_address else index.load(preprocessing)
 
-    with stage_progress(enabled=not no_progress and not as_json) as progress:
+    # blame's ONNX export and the like: one temporary folder, removed however the run ends
+    with stage_progress(enabled=not no_progress and not as_json) as progress, \
+            tempfile.TemporaryDirectory(prefix="mixdeploy-parity-", dir=scratch_dir()) as workdir:
+        workdir = Path(workdir)
+
         def run_parity(paths, onnx):
             if ray_address:
                 from mixdeploy.parity_ray import run_parity_ray
@@ -233,8 +277,8 @@ def parity(model, tflite_paths, onnx_path, weights, num_classes, preprocessing, 
         wants_blame = (blame and not result.passed) or auto_keep
         if images is None and (keep_float or (wants_blame and int8_paths)):
             images = index.load(preprocessing, stop=max(blame_images, calibration_count))
-        blamed = _run_blame(result, int8_paths, args, loaded, preprocessing, images, progress, force=auto_keep) \
-            if wants_blame and int8_paths else None
+        blamed = _run_blame(result, int8_paths, args, loaded, preprocessing, images, progress, workdir,
+                            force=auto_keep) if wants_blame and int8_paths else None
         report, kept = None, None
         if blamed:
             report, result.blame, onnx_file, calib, target = blamed
@@ -243,7 +287,6 @@ def parity(model, tflite_paths, onnx_path, weights, num_classes, preprocessing, 
                 raise MixdeployError("--keep-float applies to int8 TFLite models; none was given")
             if not blamed:
                 target = int8_paths[0]
-                workdir = Path(tempfile.mkdtemp(prefix="mixdeploy-parity-"))
                 onnx_file = _float_onnx(onnx_path, target, loaded, preprocessing, workdir)
                 calib = _calibration(calibration, data_source, preprocessing, calibration_count, images)
             kept = _keep_float(keep_float, report, onnx_file, calib, target, args, run_parity, progress)
@@ -261,22 +304,23 @@ def parity(model, tflite_paths, onnx_path, weights, num_classes, preprocessing, 
         print_json(result.to_dict())
     else:
         out = _console()
+        out.print(escape(parity_lib.describe_data(result)), soft_wrap=True)
         out.print(parity_lib.rich_table(result))
         if result.cluster:
-            out.print(f"ray: {parity_lib.cluster_summary(result.cluster)}")
+            out.print(escape(f"ray: {parity_lib.cluster_summary(result.cluster)}"))
         for m in result.backends:
             if m.vs_host_litert:
-                out.print(f"{m.backend}: {parity_lib.describe_vs_host(m.vs_host_litert)}")
+                out.print(escape(f"{m.backend}: {parity_lib.describe_vs_host(m.vs_host_litert)}"))
         for check in result.violations:
-            out.print(f"[red]FAIL[/red] {check.backend}: {check.message}")
+            out.print(f"[red]FAIL[/red] {escape(check.backend)}: {escape(check.message)}")
         if report is not None:
             out.print(report.rich_table())
         if kept:
             tradeoff, rerun = kept
             m = rerun.backends[0]
             out.print(
-                f"keep-float {', '.join(tradeoff.keep_float)} -> {tradeoff.path}: size "
-                f"{tradeoff.baseline.file_size / 1e6:.2f} -> {tradeoff.candidate.file_size / 1e6:.2f} MB, LiteRT latency "
+                escape(f"keep-float {', '.join(tradeoff.keep_float)} -> {tradeoff.path}: size ")
+                + f"{tradeoff.baseline.file_size / 1e6:.2f} -> {tradeoff.candidate.file_size / 1e6:.2f} MB, LiteRT latency "
                 f"{tradeoff.baseline.latency_ms:.2f} -> {tradeoff.candidate.latency_ms:.2f} ms (x{tradeoff.latency_ratio:.2f}); "
                 f"agreement {m.top1_agreement * 100:.2f}%"
                 + (f", top-1 drop {m.top1_drop_points:.2f} pts" if m.top1_drop_points is not None else "")

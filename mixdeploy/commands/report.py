@@ -74,8 +74,8 @@ def report(inputs, html_path, markdown_path, html_url, baselines, relative_toler
                     "sections": sections})
         return
     plots = sum(len(s["plots"]) for s in sections)
-    stderr.print(f"report written to {html_path} ({plots} plots, {len(sections)} sections)"
-                 + (f"; Markdown digest {markdown_path}" if markdown_path else ""))
+    stderr.print(escape(f"report written to {html_path} ({plots} plots, {len(sections)} sections)"
+                        + (f"; Markdown digest {markdown_path}" if markdown_path else "")))
     for section in sections:
         for note in section["notes"]:
             stderr.print(f"[dim]{escape(section['title'])}: {escape(note)}[/dim]", highlight=False)

@@ -254,6 +254,8 @@ def load_factory(spec: str, factory_kwargs: dict | None = None, weights=None, nu
     checkpoint = read_checkpoint(weights) if weights is not None else None
     if checkpoint is not None:
         apply_state_dict(module, checkpoint.state_dict, what=f"{checkpoint.path} into the model of {spec}")
+    else:
+        check_finite(module.state_dict(), f"the model of {spec}")
     module.eval()
     meta = checkpoint.metadata if checkpoint else {}
     default, default_source = _module_preprocessing(module, spec)
@@ -330,6 +332,7 @@ def load_onnx_source(path: str | os.PathLike, weights=None, num_classes: int | N
     told = resolve_preprocessing(IMAGENET_DEFAULT, DEFAULT_SOURCE, preprocessing)
     size_told = told.sources["input_size"] != DEFAULT_SOURCE
     model = load_onnx(path, input_size=told.preprocessing.input_size if size_told else None)
+    check_finite(_onnx_constants(model), str(path))
     side = _square_image_side(model, path)
     if size_told and told.preprocessing.input_size != side:
         raise MixdeployError(f"{path} takes a fixed {side}x{side} input; input size "
@@ -345,6 +348,24 @@ def load_onnx_source(path: str | os.PathLike, weights=None, num_classes: int | N
                        num_classes=_onnx_classes(model, path), preprocessing=resolved.preprocessing,
                        preprocessing_sources=resolved.sources, params=report.params, source_kind="onnx",
                        onnx_model=model, onnx_path=str(path), onnx_sha256=hashlib.sha256(data).hexdigest())
+
+
+def _onnx_constants(model) -> dict:
+    """Initializers and Constant-node tensors of an ONNX graph, by name (external data read too)."""
+    from onnx import numpy_helper
+
+    constants = {}
+    try:
+        for tensor in model.graph.initializer:
+            constants[tensor.name] = numpy_helper.to_array(tensor)
+        for node in model.graph.node:
+            for attribute in node.attribute:
+                if node.op_type == "Constant" and attribute.HasField("t"):
+                    constants[node.output[0] if node.output else node.name] = numpy_helper.to_array(attribute.t)
+    except Exception as err:  # a tensor whose bytes do not match its shape (a damaged file)
+        raise MixdeployError(f"cannot read the weights of the ONNX model ({type(err).__name__}: {_first_line(err)}); "
+                             "the file is damaged: export it again") from err
+    return constants
 
 
 def _square_image_side(model, path) -> int:
@@ -456,7 +477,26 @@ def _unwrap(raw, path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     if not tensors:
         raise MixdeployError(f"{path} holds no tensors (top-level keys: {', '.join(list(map(str, raw))[:10])}); "
                              f"expected a state dict or a checkpoint with one under {', '.join(STATE_DICT_KEYS)}.")
-    return {_strip_prefix(k): _to_float32(v) for k, v in tensors.items()}, metadata
+    state_dict = {_strip_prefix(k): _to_float32(v) for k, v in tensors.items()}
+    check_finite(state_dict, str(path))
+    return state_dict, metadata
+
+
+def check_finite(tensors: dict, where: str) -> None:
+    """NaN/inf weights make every output NaN, and NaN argmaxes "agree" with each other: refuse
+    them at load, naming the tensors. `tensors`: name -> torch tensor or numpy array."""
+    import numpy as np
+
+    bad = []
+    for name, value in tensors.items():
+        array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            bad.append(f"{name} ({int(array.size - np.count_nonzero(np.isfinite(array)))} of {array.size} values)")
+    if bad:
+        shown = ", ".join(bad[:MAX_KEYS_SHOWN]) + (", ..." if len(bad) > MAX_KEYS_SHOWN else "")
+        raise MixdeployError(f"{where}: {len(bad)} weight tensor{'s hold' if len(bad) > 1 else ' holds'} NaN or infinite "
+                             f"values: {shown}. The weights are damaged (a diverged training run, a bad "
+                             "conversion): use another checkpoint.")
 
 
 def _strip_prefix(key: str) -> str:

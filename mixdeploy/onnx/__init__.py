@@ -26,15 +26,29 @@ def load_onnx(path, input_size: int | None = None) -> onnx.ModelProto:
     except Exception as err:  # protobuf's DecodeError and friends
         raise MixdeployError(f"{path} is not a readable ONNX model ({type(err).__name__}: {err}); "
                              "the file may be truncated or not ONNX. Re-export it with `mixdeploy export`.") from err
+    if _damaged_names(model):
+        raise MixdeployError(f"{path} is damaged: names in its graph are not text ({_damaged_names(model)[0]!r}); "
+                             "the file may be truncated or corrupt. Re-export it with `mixdeploy export`.")
     if not model.graph.node:
         raise MixdeployError(f"{path} holds no ONNX graph (0 nodes); it is not an ONNX model or it is truncated. "
                              "Re-export it with `mixdeploy export`.")
     try:
         onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as err:
-        raise MixdeployError(f"{path} is not a valid ONNX model: {str(err).splitlines()[0]}. "
+    except Exception as err:  # ValidationError, and UnicodeDecodeError for a damaged name
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise MixdeployError(f"{path} is not a valid ONNX model: {first[:300]}. "
                              "The file may be truncated; re-export it with `mixdeploy export`.") from err
     return _pin_spatial_shape(model, path, input_size)
+
+
+def _damaged_names(model: onnx.ModelProto) -> list:
+    """Names protobuf could not decode as UTF-8 (it hands them over as bytes): a damaged file."""
+    graph = model.graph
+    names = [graph.name, *(i.name for i in graph.initializer), *(v.name for v in graph.input),
+             *(v.name for v in graph.output)]
+    for node in graph.node:
+        names += [node.name, node.op_type, node.domain, *node.input, *node.output]
+    return [n for n in names if not isinstance(n, str)]
 
 
 def graph_inputs(model: onnx.ModelProto):

@@ -58,7 +58,21 @@ def load_cache(rid: str) -> dict:
 
 
 def save_cache(rid: str, cache: dict) -> None:
-    write_json_atomic(cache_dir() / f"{rid}.json", cache)
+    """The cache only saves time: a folder that cannot be written costs a warning, not the run."""
+    global _cache_warned
+    try:
+        write_json_atomic(cache_dir() / f"{rid}.json", cache)
+    except OSError as err:
+        if not _cache_warned:
+            from mixdeploy.errors import os_error_message
+
+            warnings.warn(f"cannot save the lowering timings ({os_error_message(err)}); they are measured "
+                          "again next time. Set MIXDEPLOY_CACHE_DIR to a writable folder to keep them.",
+                          RuntimeWarning, stacklevel=2)
+            _cache_warned = True
+
+
+_cache_warned = False
 
 
 # ---------------------------------------------------------------- policy

@@ -11,23 +11,16 @@ Nothing here imports TensorFlow; matplotlib is imported when the first plot is d
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from mixdeploy.errors import MixdeployError
+from mixdeploy.errors import MixdeployError, os_error_message
 
 
 def check_output_path(path: Path, what: str) -> None:
     """Refuse an output path that cannot be a file before any work is done."""
-    if path.is_dir():
-        raise MixdeployError(f"{what} {path} is a folder: give a file name, e.g. {path / 'report.html'}")
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise MixdeployError(f"{what} {path} cannot be written: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK):
-        raise MixdeployError(f"{what} {path} cannot be written: {parent} is not writable; choose another path")
+    from mixdeploy.atomic import check_output_file
+
+    check_output_file(path, what)
 
 
 def write_outputs(files: dict[Path, str]) -> None:
@@ -41,4 +34,4 @@ def write_outputs(files: dict[Path, str]) -> None:
             for path, text in files.items():
                 stack.enter_context(atomic_path(path)).write_text(text, encoding="utf-8")
     except OSError as err:
-        raise MixdeployError(f"could not write the report ({err}); choose a writable output path") from None
+        raise MixdeployError(f"could not write the report: {os_error_message(err)}") from None

@@ -75,7 +75,7 @@ def read_model(path: Path):
         if not model.subgraphs:
             raise ValueError("no subgraphs")
     except Exception as err:
-        raise MixdeployError(f"{path} is a truncated or corrupt TFLite file ({type(err).__name__}); "
+        raise MixdeployError(f"{path} is a truncated or corrupt TFLite file (its flatbuffer does not parse); "
                              "export it again") from err
     return model, len(data)
 
@@ -101,8 +101,17 @@ def inspect_tflite(path) -> TfliteInspection:
     path = Path(path)
     if not path.is_file():
         raise MixdeployError(f"no such file: {path}")
-    schema = _schema()
     model, size = read_model(path)
+    try:
+        return _inspect(model, path, size)
+    except (IndexError, KeyError, TypeError, ValueError, AttributeError, UnicodeDecodeError) as err:
+        # a flatbuffer that parses but whose graph names tensors or op codes that do not exist
+        raise MixdeployError(f"{path} is a corrupt TFLite file (its graph refers to tensors or operators that "
+                             "are not in it); export it again") from err
+
+
+def _inspect(model, path: Path, size: int) -> TfliteInspection:
+    schema = _schema()
     op_names = _enum_names(schema.BuiltinOperator)
     type_names = _enum_names(schema.TensorType)
 
