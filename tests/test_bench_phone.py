@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -119,6 +120,10 @@ def fake_tool(tmp_path_factory):
     return path
 
 
+def model_files(dev: EmulatedDevice) -> list[str]:
+    return sorted(str(p.relative_to(dev.sandbox)) for p in dev.host_path("data").rglob("*.tflite"))
+
+
 def run_dirs(dev: EmulatedDevice) -> list[str]:
     root = dev.host_path(RUN_DIRS)
     return sorted(p.name for p in root.glob("run-*")) if root.exists() else []
@@ -182,14 +187,17 @@ def test_full_run_push_cache_parse_profile_parity_cleanup(lab, models, fake_tool
         assert diff.differing == 0
     assert first.pushed == {fake_tool.name: True, models["fp32"].name: True}
     assert not list(dev.host_path(RUN_DIRS).glob("run-*"))
+    # only the tool stays on the phone, under its hash; the model went with the run folder
     cached = sorted(p.name for p in dev.host_path(RUN_DIRS + "/cache").iterdir())
-    assert len(cached) == 2 and not any(name.endswith(".part") for name in cached)
+    assert len(cached) == 1 and cached[0].endswith(fake_tool.name)
+    assert model_files(dev) == []
 
     [second] = phone.bench_phone(models["fp32"], device=dev.address, benchmark_binary=fake_tool,
                                  runs=3, warmup=1, timeout_s=60, adb=lab.adb)
-    assert second.pushed == {fake_tool.name: False, models["fp32"].name: False}
+    assert second.pushed == {fake_tool.name: False, models["fp32"].name: True}
+    assert any(c.startswith("sha256sum /data/local/tmp/mixdeploy/cache/") for c in dev.commands)  # hash-checked hit
     assert second.benchmark.inference.count == 3
-    assert not list(dev.host_path(RUN_DIRS).glob("run-*"))
+    assert not list(dev.host_path(RUN_DIRS).glob("run-*")) and model_files(dev) == []
 
 
 def test_int8_parity_feeds_quantized_bytes_and_dequantizes(lab, models, fake_tool):
@@ -198,9 +206,10 @@ def test_int8_parity_feeds_quantized_bytes_and_dequantizes(lab, models, fake_too
     [result] = phone.bench_phone(models["int8"], device="phone x", benchmark_binary=fake_tool,
                                  parity_inputs=images, runs=2, warmup=1, timeout_s=60, adb=lab.adb)
     assert result.parity.top1_agreement == 1.0 and result.parity.max_abs_err < 1e-6
-    # no profile for this SoC: unpinned, said so
-    assert result.cpu_mask is None and any("no device profile" in n for n in result.notes)
-    assert not (dev.sandbox / "taskset.log").exists()
+    # no profile for this SoC: its big cores from cpuinfo_max_freq (the stand-in's are a Pixel 7's: 6-7)
+    assert result.cpu_mask == "c0" and result.threads == 2 and result.online_cpus == list(range(8))
+    assert any("no device profile" in n and "fastest online cores 6-7, 2.85 GHz" in n for n in result.notes)
+    assert set((dev.sandbox / "taskset.log").read_text().split()) == {"c0"}
 
 
 def test_int8_input_bytes_are_the_image_quantized_with_the_input_scale(models):
@@ -385,19 +394,24 @@ def test_on_device_parity_carries_the_arm_kernels_int8_rounding(lab, fake_tool, 
     from mixdeploy.data import load_images
 
     dev = lab.add("pixel", arm64_cpu="cortex-a76")
-    images = load_images("fashion-mnist", trained_model.preprocessing.with_size(64), limit=64).images
+    # With the default int8 recipe (bias correction) the ARM kernels' int8 logits equal x86's for
+    # most inputs (1 of 256 differs at 64 px): look through 256 for those that do not.
+    images = load_images("fashion-mnist", trained_model.preprocessing.with_size(64), limit=256).images
     # Inputs whose int8 logits the twin, run on its own, finds off the host's, and two it does not.
     alone = twin.compare_with_host(trained_int8_64px, images)
     off_host = np.any(alone.run.raw_outputs[0] != alone.host_raw, axis=1)
-    picked = np.concatenate([np.flatnonzero(off_host)[:3], np.flatnonzero(~off_host)[:2]])
-    assert len(picked) == 5
+    off, same = np.flatnonzero(off_host)[:3], np.flatnonzero(~off_host)[:2]
+    assert len(off) >= 1 and len(same) == 2
+    picked = np.concatenate([off, same])
     [result] = phone.bench_phone(trained_int8_64px, device="pixel", benchmark_binary=fake_tool,
                                  parity_inputs=images[picked], runs=1, warmup=1, timeout_s=300, adb=lab.adb)
     facts = [json.loads(line) for line in (dev.sandbox / "twin.log").read_text().splitlines()]
-    assert [(f["machine"], f["cpu_model"].split()[0]) for f in facts] == [("aarch64", "Cortex-A76")] * 5
+    assert [(f["machine"], f["cpu_model"].split()[0]) for f in facts] == [("aarch64", "Cortex-A76")] * len(picked)
     diff = result.parity.output_difference
-    assert diff.dtype == "int8" and diff.values == 50 and diff.differing >= 3 and diff.max_steps >= 1
-    assert result.parity.cosine_min > 0.99
+    assert diff.dtype == "int8" and diff.values == 10 * len(picked)
+    assert diff.differing >= len(off) and diff.max_steps >= 1
+    # (no cosine bound: with the default recipe the one input that differs at 64 px differs by up
+    # to 17 steps, a top-1 flip, on the twin alone as much as through the phone path)
     # The phone path reports exactly what the twin computes for those inputs.
     out = phone.io_details(trained_int8_64px)[2][0]
     assert result.parity == phone.compare_outputs(alone.host_raw[picked], alone.run.raw_outputs[0][picked], out)
@@ -445,7 +459,8 @@ def test_cli_human_output_with_op_profile_and_fashion_mnist_parity(lab, models, 
     assert result.exit_code == 0, result.output
     out = result.output
     assert "Pixel 7 (" in out and "SM-S911B (" in out
-    assert "[Relu;conv_stem]:0" in out                 # profile names printed, not eaten as markup
+    assert re.search(r"\[[^\]\n]+\]:\d+", out)           # `[tensor]:N` names printed, not eaten as markup
+    assert "Delegate/Convolution (NHWC," in out and "TfLiteXNNPackDelegate" in out   # the real rows
     assert out.count("on-device parity vs host LiteRT (3 inputs): top-1 agreement 1.000") == 2
     assert "slow depthwise" in out and "7x7 ran as Convolution (NHWC, F32) IGEMM" in out
     np.save(tmp_path / "bad.npy", np.zeros((2, 16, 16), np.float32))
