@@ -1,8 +1,9 @@
 """An emulated Android device that the REAL adb client/server talks to over loopback.
 
-Standard library only. It speaks the adb transport protocol (CNXN/AUTH/OPEN/OKAY/WRTE/CLSE,
-AOSP packages/modules/adb protocol.txt) and implements the services the benchmark path uses:
-`shell,v2` (real exit codes, separate stderr) and `sync:` (STAT, LIST, SEND, RECV, QUIT).
+Standard library only (but AdbLab at the end, a private adb server for the tests, whose client
+is mixdeploy's Adb). It speaks the adb transport protocol (CNXN/AUTH/OPEN/OKAY/WRTE/CLSE, AOSP
+packages/modules/adb protocol.txt) and implements the services the benchmark path uses: `shell,v2`
+(real exit codes, separate stderr) and `sync:` (STAT, LIST, SEND, RECV, QUIT).
 
 The device's file system is a sandbox folder: /data, /sdcard, /system and /sys map to
 <sandbox>/data etc. Shell commands are run by /bin/sh on the host after their /data... paths
@@ -34,6 +35,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 A_CNXN, A_AUTH, A_OPEN, A_OKAY, A_CLSE, A_WRTE = (
@@ -74,7 +76,7 @@ class EmulatedDevice:
                  device: str = "panther", props: dict[str, str] | None = None,
                  auth: str = "none", handshake: bool = True, drop_on: str | None = None,
                  arm64_cpu: str = "cortex-a76", cpus: tuple[int, ...] = PIXEL_7_MAX_FREQ_KHZ,
-                 online: str | None = None):
+                 online: str | None = None, drop_after_s: float = 0.5):
         self.sandbox = Path(sandbox)
         self.model, self.product, self.device = model, product, device
         self.props = {"ro.product.model": model, "ro.product.name": product,
@@ -85,8 +87,11 @@ class EmulatedDevice:
         self.arm64_cpu = arm64_cpu             # the qemu CPU model of the twin that computes outputs
         self.cpus = tuple(cpus)                # max frequency (kHz) per core
         self.online = online or f"0-{len(self.cpus) - 1}"
-        self.drop_on = drop_on                 # drop() shortly after a command containing this
+        self.drop_on = drop_on                 # drop() drop_after_s after a command containing this
+        self.drop_after_s = drop_after_s
         self.commands: list[str] = []          # every shell command, as the host sent it
+        self.started: list[tuple[float, str]] = []   # (time.monotonic(), command) as each began
+        self.dropped_at: float | None = None
         self._listener = socket.socket()
         self._listener.bind(("127.0.0.1", 0))
         self._listener.listen(8)
@@ -162,6 +167,7 @@ class EmulatedDevice:
     def drop(self) -> None:
         """The device disappears: cable pulled. Closes every connection and the listener, and
         the commands running now die with their process groups."""
+        self.dropped_at = self.dropped_at or time.monotonic()
         self._closed = True
         for s in [self._listener, *self._conns]:
             try:
@@ -319,8 +325,9 @@ class _Stream:
         head, _, command = self.service.partition(":")
         v2 = "v2" in head.split(",")
         self.device.commands.append(command)
+        self.device.started.append((time.monotonic(), command))
         if self.device.drop_on and self.device.drop_on in command:
-            threading.Timer(0.5, self.device.drop).start()
+            threading.Timer(self.device.drop_after_s, self.device.drop).start()
         env = dict(os.environ, PATH=f"{self.device.host_path('system/bin')}:{os.environ['PATH']}",
                    EMULATED_DEVICE_SANDBOX=str(self.device.sandbox), EMULATED_DEVICE_CPU=self.device.arm64_cpu)
         try:
@@ -433,6 +440,69 @@ class _Stream:
             chunk = data[i:i + 64 * 1024]
             self.write(b"DATA" + struct.pack("<I", len(chunk)) + chunk)
         self.write(b"DONE" + struct.pack("<I", 0))
+
+
+# --- a private adb server with emulated devices, for tests ----------------------------------------
+
+ADB_CANDIDATES = ["/usr/bin/adb"]
+
+
+def _adb_client(adb_path: str, env: dict):
+    from mixdeploy.bench.adb import Adb
+
+    return Adb(adb_path, env=env)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AdbLab:
+    """A private adb server plus emulated devices connected to it."""
+
+    def __init__(self, root: Path, adb_path: str):
+        self.root = root
+        home = root / "home"
+        home.mkdir()
+        self.env = dict(os.environ, ANDROID_ADB_SERVER_PORT=str(_free_port()), HOME=str(home))
+        self.env.pop("ANDROID_SERIAL", None)
+        self.adb_path = adb_path
+        self.adb = _adb_client(adb_path, self.env)
+        self.devices: list[EmulatedDevice] = []
+        self._pending: list[subprocess.Popen] = []
+        self.cmd("start-server", timeout=20)
+
+    def cmd(self, *args, timeout=20) -> subprocess.CompletedProcess:
+        return subprocess.run([self.adb_path, *args], env=self.env, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def add(self, name: str = "pixel", wait_state: str = "device", **kw) -> EmulatedDevice:
+        dev = EmulatedDevice(self.root / name, **kw)
+        self.devices.append(dev)
+        if kw.get("handshake", True):
+            self.cmd("connect", dev.address)
+        else:
+            # `adb connect` waits 10 s for a handshake that never comes; the server lists the
+            # device as offline meanwhile, which is all the test needs.
+            self._pending.append(subprocess.Popen([self.adb_path, "connect", dev.address], env=self.env,
+                                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                                  stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if any(d.serial == dev.address and d.state == wait_state for d in self.adb.devices()):
+                return dev
+            time.sleep(0.05)
+        raise AssertionError(f"{dev.address} never showed as {wait_state}: {self.cmd('devices').stdout}")
+
+    def close(self):
+        for proc in self._pending:
+            proc.kill()
+            proc.wait(timeout=10)
+        self.cmd("kill-server", timeout=20)
+        for dev in self.devices:
+            dev.close()
 
 
 if __name__ == "__main__":  # manual use: python tests/adb_emulator.py SANDBOX

@@ -15,8 +15,6 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,71 +22,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adb_emulator import EmulatedDevice
+from adb_emulator import ADB_CANDIDATES, AdbLab, EmulatedDevice
 from bench_tiny_model import build_tiny_tflite
 from mixdeploy.bench import phone, twin
 from mixdeploy.bench.adb import Adb, CommandTimeout, parse_devices_output
 from mixdeploy.errors import DeviceError, MixdeployError
 
-ADB_CANDIDATES = ["/usr/bin/adb"]
 FAKE_TOOL = Path(__file__).parent / "data" / "fake_benchmark_model.py"
 RUN_DIRS = "data/local/tmp/mixdeploy"
 
 pytestmark = pytest.mark.skipif(not Path("/usr/bin/adb").exists(), reason="needs Debian's adb")
 TWIN_MISSING = twin.missing_reason()
 needs_twin = pytest.mark.skipif(TWIN_MISSING is not None, reason=f"ARM64 twin not set up: {TWIN_MISSING}")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class AdbLab:
-    """A private adb server plus emulated devices connected to it."""
-
-    def __init__(self, root: Path, adb_path: str):
-        self.root = root
-        home = root / "home"
-        home.mkdir()
-        self.env = dict(os.environ, ANDROID_ADB_SERVER_PORT=str(_free_port()), HOME=str(home))
-        self.env.pop("ANDROID_SERIAL", None)
-        self.adb_path = adb_path
-        self.adb = Adb(adb_path, env=self.env)
-        self.devices: list[EmulatedDevice] = []
-        self._pending: list[subprocess.Popen] = []
-        self.cmd("start-server", timeout=20)
-
-    def cmd(self, *args, timeout=20) -> subprocess.CompletedProcess:
-        return subprocess.run([self.adb_path, *args], env=self.env, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=timeout)
-
-    def add(self, name: str = "pixel", wait_state: str = "device", **kw) -> EmulatedDevice:
-        dev = EmulatedDevice(self.root / name, **kw)
-        self.devices.append(dev)
-        if kw.get("handshake", True):
-            self.cmd("connect", dev.address)
-        else:
-            # `adb connect` waits 10 s for a handshake that never comes; the server lists the
-            # device as offline meanwhile, which is all the test needs.
-            self._pending.append(subprocess.Popen([self.adb_path, "connect", dev.address], env=self.env,
-                                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                                  stderr=subprocess.DEVNULL))
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if any(d.serial == dev.address and d.state == wait_state for d in self.adb.devices()):
-                return dev
-            time.sleep(0.05)
-        raise AssertionError(f"{dev.address} never showed as {wait_state}: {self.cmd('devices').stdout}")
-
-    def close(self):
-        for proc in self._pending:
-            proc.kill()
-            proc.wait(timeout=10)
-        self.cmd("kill-server", timeout=20)
-        for dev in self.devices:
-            dev.close()
 
 
 @pytest.fixture
@@ -467,3 +412,138 @@ def test_cli_human_output_with_op_profile_and_fashion_mnist_parity(lab, models, 
     bad = CliRunner().invoke(cli, ["bench", str(models["fp32"]), "--device", "pixel", "--benchmark-binary",
                                    str(fake_tool), "--parity", "--parity-data", str(tmp_path / "bad.npy")])
     assert bad.exit_code == 2 and "N x C x H x W float32" in bad.output
+
+
+# --- pinning from what the phone says now -----------------------------------------------------------
+
+def test_pixel_with_only_two_cpus_online_is_pinned_to_them_and_left_clean(lab, models, fake_tool, monkeypatch):
+    """Its profile's big cores (6-7) are offline: the old fixed mask fails on this phone, the run
+    pins to what is online instead and says so; nothing of the run stays on the phone."""
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    dev = lab.add("pixel", model="Pixel 7", online="0-1")
+    old_way = lab.adb.shell(dev.address, "taskset c0 true")
+    assert old_way.exit_code == 1 and "failed to set pid's affinity: Invalid argument" in old_way.stderr
+    for key in ("ANDROID_ADB_SERVER_PORT", "HOME"):
+        monkeypatch.setenv(key, lab.env[key])
+    result = CliRunner().invoke(cli, ["bench", str(models["int8"]), "--device", "pixel", "--benchmark-binary",
+                                      str(fake_tool), "--runs", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    [entry] = json.loads(result.stdout)["results"]
+    assert entry["cpu_mask"] == "3" and entry["online_cpus"] == [0, 1] and entry["threads"] == 2
+    assert any("big cores 6-7 are all offline now (online: 0-1)" in n and "fastest online cores 0-1, 1.80 GHz" in n
+               for n in entry["notes"])
+    assert (dev.sandbox / "taskset.log").read_text().split() == ["c0", "3"]   # the probe above, then the run
+    assert entry["benchmark"]["inference"]["count"] == 3
+    assert model_files(dev) == [] and run_dirs(dev) == []
+
+
+def test_some_big_cores_offline_pins_to_the_rest(lab, models, fake_tool):
+    lab.add("pixel", model="Pixel 7", online="0-6")
+    [result] = phone.bench_phone(models["fp32"], device="pixel", benchmark_binary=fake_tool, runs=1, warmup=1,
+                                 timeout_s=60, adb=lab.adb)
+    assert result.cpu_mask == "40" and result.threads == 1      # cpu6 only: the profile's 2 threads capped
+    assert any("7 offline now" in n and "pinned to 6" in n for n in result.notes)
+
+
+def test_pinning_rules_from_the_facts():
+    from mixdeploy.bench.cpus import (
+        CpuFacts,
+        choose_pinning,
+        cpu_mask,
+        format_cpus,
+        mask_cpus,
+        parse_cpu_list,
+    )
+
+    assert parse_cpu_list("0-3,6\n") == [0, 1, 2, 3, 6] and format_cpus([0, 1, 2, 3, 6]) == "0-3,6"
+    assert cpu_mask([6, 7]) == "c0" and mask_cpus("1f0") == [4, 5, 6, 7, 8]
+    pixel = {"big_cores_mask": "c0", "threads": 2}
+    freqs = dict(enumerate([1803000] * 4 + [2348000] * 2 + [2850000] * 2))
+    assert choose_pinning(pixel, CpuFacts(list(range(8)), freqs), "p").cpus == [6, 7]
+    assert choose_pinning(pixel, CpuFacts([0, 1, 2, 3, 4, 5], freqs), "p").cpus == [4, 5]   # A78s: fastest left
+    assert choose_pinning(None, CpuFacts([0, 1, 2, 3], {}), "p").cpus is None               # nothing to go by
+    assert choose_pinning(pixel, None, "p").cpus == [6, 7]                                  # /sys unreadable
+
+
+# --- a clean phone ------------------------------------------------------------------------------------
+
+def test_keep_on_device_caches_models_within_the_bound_oldest_out(lab, models, fake_tool):
+    dev = lab.add("pixel")
+    cache = dev.host_path(RUN_DIRS + "/cache")
+    cache.mkdir(parents=True)
+    stale = cache / "0123456789abcdef-someone_elses.tflite"
+    stale.write_bytes(b"\0" * (3 << 19))          # 1.5 MB, last used long ago
+    os.utime(stale, (1_000_000_000, 1_000_000_000))
+    [first] = phone.bench_phone(models["fp32"], device="pixel", benchmark_binary=fake_tool, runs=1, warmup=1,
+                                timeout_s=60, adb=lab.adb, keep_on_device=True, device_cache_mb=1)
+    assert not stale.exists() and any("removed 1 least recently used" in n for n in first.notes)
+    kept = sorted(p.name.split("-", 1)[1] for p in cache.iterdir())
+    assert kept == [fake_tool.name, models["fp32"].name]
+    [second] = phone.bench_phone(models["fp32"], device="pixel", benchmark_binary=fake_tool, runs=1, warmup=1,
+                                 timeout_s=60, adb=lab.adb, keep_on_device=True, device_cache_mb=1)
+    assert second.pushed == {fake_tool.name: False, models["fp32"].name: False}
+    assert run_dirs(dev) == []
+
+
+def wait_until_clean(dev: EmulatedDevice, seconds: float) -> float:
+    """Poll the phone's files until no run folder and no model is left; the seconds it took."""
+    start = time.monotonic()
+    while (run_dirs(dev) or model_files(dev)) and time.monotonic() - start < seconds:
+        time.sleep(0.25)
+    return time.monotonic() - start
+
+
+def test_a_phone_that_drops_mid_run_is_cleaned_by_its_reaper(lab, models, fake_tool):
+    dev = lab.add("pixel", drop_on="--graph=")
+    (dev.sandbox / "behaviour.json").write_text(json.dumps({"sleep_s": 20}))
+    with pytest.raises(DeviceError, match="went away"):
+        phone.bench_phone(models["fp32"], device="pixel", benchmark_binary=fake_tool, timeout_s=4, adb=lab.adb)
+    assert len(run_dirs(dev)) == 1 and model_files(dev)      # the host could not clean up...
+    waited = wait_until_clean(dev, 20)
+    assert run_dirs(dev) == [] and model_files(dev) == []    # ...the phone's reaper did, once stale
+    assert waited > 1                                        # not before the stale time (4 s + margin)
+
+
+# --- a fleet --------------------------------------------------------------------------------------------
+
+def test_fleet_of_two_servers_one_phone_dropping(tmp_path, models, fake_tool, monkeypatch):
+    """Two phones behind two private adb servers; the first drops mid-run. Both are reported,
+    the exit code says one failed, the healthy result is whole, and both phones end clean."""
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    monkeypatch.delenv("ANDROID_SERIAL", raising=False)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    labs = [AdbLab(tmp_path / "a", ADB_CANDIDATES[0]), AdbLab(tmp_path / "b", ADB_CANDIDATES[0])]
+    try:
+        dropping = labs[0].add("lab-a", model="Pixel 7", drop_on="--graph=", drop_after_s=3)
+        (dropping.sandbox / "behaviour.json").write_text(json.dumps({"sleep_s": 20}))
+        healthy = labs[1].add("lab-b", model="Pixel 8", props={"ro.board.platform": "zuma"},
+                              cpus=(1704000,) * 4 + (2367000,) * 4 + (2910000,))   # Tensor G3-like: 9 cores
+        servers = [f"127.0.0.1:{lab.env['ANDROID_ADB_SERVER_PORT']}" for lab in labs]
+        monkeypatch.setenv("HOME", labs[0].env["HOME"])
+        result = CliRunner().invoke(cli, ["bench", str(models["fp32"]), "--device", "all", "--adb-server", servers[0],
+                                          "--adb-server", servers[1], "--benchmark-binary", str(fake_tool),
+                                          "--runs", "3", "--timeout", "6", "--json"])
+        assert result.exit_code == 1, result.output
+        payload = json.loads(result.stdout)
+        [ok] = payload["results"]
+        [bad] = payload["failures"]
+        assert (ok["server"], ok["device"]["serial"], ok["device"]["model"]) == (servers[1], healthy.address, "Pixel 8")
+        assert ok["benchmark"]["inference"]["count"] == 3 and ok["cpu_mask"] == "1f0"
+        assert (bad["server"], bad["serial"], bad["failed"]) == (servers[0], dropping.address, True)
+        assert "went away" in bad["error"]
+        # both phones ran at once: the healthy one started its benchmark before the other dropped
+        [healthy_start] = [t for t, c in healthy.started if "--graph=" in c]
+        assert healthy_start < dropping.dropped_at
+        assert model_files(healthy) == [] and run_dirs(healthy) == []
+        wait_until_clean(dropping, 25)
+        assert model_files(dropping) == [] and run_dirs(dropping) == []
+    finally:
+        for lab in labs:
+            lab.close()
