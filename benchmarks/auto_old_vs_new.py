@@ -77,14 +77,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="auto-old-new-") as tmp:
+        results = compare(args, Path(tmp))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
 
+
+def compare(args, tmp: Path) -> dict:
     from mixdeploy.bench.host import bench_models
     from mixdeploy.models import load_model
     from mixdeploy.onnx.export import export_onnx
     from mixdeploy.onnx.passes.recognize_mixconv import MixConvSpec
     from mixdeploy.onnx.rewrite import rewrite
 
-    tmp = Path(tempfile.mkdtemp(prefix="auto-old-new-"))
     export_onnx(load_model(args.model).module, args.size, tmp / "model.onnx")
     exported = onnx.load(tmp / "model.onnx")
     specs = [MixConvSpec(**m) for m in rewrite(exported, lowering="split").report.mixconvs]
@@ -121,8 +126,7 @@ def main() -> None:
             print(f"| {label} | {t:.2f} | {ms['split'] / t:.2f} |")
         print(flush=True)
         results[precision] = {"old": old, "new": new, "whole_model_ms": ms}
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+    return results
 
 
 if __name__ == "__main__":
