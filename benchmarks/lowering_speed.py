@@ -5,9 +5,10 @@
     python benchmarks/lowering_speed.py --whole mixnet-s [--size 224]   # every lowering, whole network
     python benchmarks/lowering_speed.py --block-table                  # docs/rewrites.md's pass table
 
-Every model is built from ONNX by the same code the rewrite uses (lowering.py), translated
-to TensorFlow op for op and converted with tf.lite.TFLiteConverter (policy.py). Models run
-interleaved; the table shows medians and native/decomposed ratios (>1: decomposed faster).
+Every model is built from ONNX by the same code the rewrite uses (lowering.py) and converted
+by the project's converter (convert_onnx, via policy.candidate_tflite; int8 calibrated on random
+inputs). Models run interleaved (bench.host.bench_models); the table shows medians and
+native/decomposed ratios (>1: decomposed faster).
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ def decomposed(model: onnx.ModelProto, tiles) -> onnx.ModelProto:
     return to_proto(ir_model)
 
 
+def interleaved_medians(models: dict[str, bytes], rounds: int) -> dict[str, float]:
+    """Median ms per model, 1 thread, the models timed in one interleaved run."""
+    from mixdeploy.bench.host import bench_models
+
+    return {name: ms["1"] for name, ms in bench_models(models, threads=(1,), runs=rounds, warmup=2).items()}
+
+
 def whole_network(name: str, size: int, precisions, rounds: int, calibration_images: int = 8) -> None:
     """Convert the whole network once per lowering (mixdeploy.tflite.convert_onnx) and time them."""
     import tempfile
@@ -68,7 +76,7 @@ def whole_network(name: str, size: int, precisions, rounds: int, calibration_ima
             out = convert_onnx(rewritten, tmp / f"{lowering}_{precision}.tflite", precision=precision,
                                calibration=calibration if precision == "int8" else None)
             models[lowering] = Path(out.path).read_bytes()
-        ms = policy.time_tflite_models(models, rounds=rounds)
+        ms = interleaved_medians(models, rounds)
         for lowering, t in ms.items():
             print(f"{precision:>9} {lowering:>14} {t:>8.2f} {ms['split'] / t:>10.2f}", flush=True)
 
@@ -130,12 +138,12 @@ def main() -> None:
     for precision in args.precisions:
         for k in args.kernels:
             native = depthwise_model(args.channels, args.hw, k, args.stride)
-            models = {"native": policy.tflite_from_onnx_layer(native, precision)}
+            models = {"native": policy.candidate_tflite(native, precision)}
             tilings = {"tiled": kernel_tiles((k, k)), "grid": grid_tiles((k, k))}
             if k > 5:
                 for name, tiles in tilings.items():
-                    models[name] = policy.tflite_from_onnx_layer(decomposed(native, tiles), precision)
-            ms = policy.time_tflite_models(models, rounds=args.rounds)
+                    models[name] = policy.candidate_tflite(decomposed(native, tiles), precision)
+            ms = interleaved_medians(models, args.rounds)
             nan = float("nan")
             cells = [f"{len(tilings[v]):>6} {ms.get(v, nan):>8.2f} {ms['native'] / ms[v] if v in ms else nan:>6.2f}"
                      for v in ("tiled", "grid")]

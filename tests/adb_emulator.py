@@ -1,32 +1,41 @@
 """An emulated Android device that the REAL adb client/server talks to over loopback.
 
-Standard library only. It speaks the adb transport protocol (CNXN/AUTH/OPEN/OKAY/WRTE/CLSE,
-AOSP packages/modules/adb protocol.txt) and implements the services the benchmark path uses:
-`shell,v2` (real exit codes, separate stderr) and `sync:` (STAT, LIST, SEND, RECV, QUIT).
+Standard library only (but AdbLab at the end, a private adb server for the tests, whose client
+is mixdeploy's Adb). It speaks the adb transport protocol (CNXN/AUTH/OPEN/OKAY/WRTE/CLSE, AOSP
+packages/modules/adb protocol.txt) and implements the services the benchmark path uses: `shell,v2`
+(real exit codes, separate stderr) and `sync:` (STAT, LIST, SEND, RECV, QUIT).
 
-The device's file system is a sandbox folder: /data, /sdcard and /system map to
+The device's file system is a sandbox folder: /data, /sdcard, /system and /sys map to
 <sandbox>/data etc. Shell commands are run by /bin/sh on the host after their /data... paths
 are rewritten into the sandbox (path mapping, no bubblewrap), and output paths are mapped back.
 <sandbox>/system/bin comes first on PATH and holds stand-ins for Android's getprop, dumpsys and
-taskset (the host's taskset would refuse a phone's big-core mask). The device's CPU kernels are
-the ARM64 twin's when it is set up: commands see EMULATED_DEVICE_CPU (`arm64_cpu`, a qemu CPU
-model), which the benchmark_model stand-in (tests/data/fake_benchmark_model.py) runs the model on.
+taskset (the host's taskset would refuse a phone's big-core mask). The CPUs are `cpus`: each
+core's cpuinfo_max_freq under /sys/devices/system/cpu/cpuN/cpufreq/ (absent for offline cores)
+and /sys/devices/system/cpu/online (`online`); the taskset stand-in fails as the kernel does
+("failed to set pid's affinity: Invalid argument") when no core of its mask is online. The
+device's CPU kernels are the ARM64 twin's when it is set up: commands see EMULATED_DEVICE_CPU
+(`arm64_cpu`, a qemu CPU model), which the benchmark_model stand-in
+(tests/data/fake_benchmark_model.py) runs the model on.
 
 Behaviours for fault tests: `auth="reject"` (shows as `unauthorized`), `handshake=False`
 (shows as `offline`), `drop()` (device gone: every connection closed, listener stopped) and
 `drop_on="text"` (drop 0.5 s after a shell command containing the text starts: gone mid-run).
+A drop kills the commands running at that moment (their process groups); processes the phone
+had detached before (`setsid`, like mixdeploy's run-folder reaper) keep running, as on a phone.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import stat
 import struct
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 A_CNXN, A_AUTH, A_OPEN, A_OKAY, A_CLSE, A_WRTE = (
@@ -34,7 +43,17 @@ A_CNXN, A_AUTH, A_OPEN, A_OKAY, A_CLSE, A_WRTE = (
 A_VERSION = 0x01000001
 MAX_PAYLOAD = 256 * 1024
 AUTH_TOKEN = 1
-DEVICE_ROOTS = ("data", "sdcard", "system")
+DEVICE_ROOTS = ("data", "sdcard", "system", "sys")
+# Google Tensor G2 (Pixel 7): cores 0-3 Cortex-A55 at 1.80 GHz, 4-5 A78 at 2.35 GHz, 6-7 X1 at 2.85 GHz.
+PIXEL_7_MAX_FREQ_KHZ = (1803000,) * 4 + (2348000,) * 2 + (2850000,) * 2
+
+
+def _cpu_list(text: str) -> list[int]:
+    cpus = []
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        cpus += range(int(first), int(last or first) + 1)
+    return cpus
 
 
 def _message(command: int, arg0: int, arg1: int, data: bytes = b"") -> bytes:
@@ -56,7 +75,8 @@ class EmulatedDevice:
     def __init__(self, sandbox: Path, *, model: str = "Pixel 7", product: str = "panther",
                  device: str = "panther", props: dict[str, str] | None = None,
                  auth: str = "none", handshake: bool = True, drop_on: str | None = None,
-                 arm64_cpu: str = "cortex-a76"):
+                 arm64_cpu: str = "cortex-a76", cpus: tuple[int, ...] = PIXEL_7_MAX_FREQ_KHZ,
+                 online: str | None = None, drop_after_s: float = 0.5):
         self.sandbox = Path(sandbox)
         self.model, self.product, self.device = model, product, device
         self.props = {"ro.product.model": model, "ro.product.name": product,
@@ -65,8 +85,13 @@ class EmulatedDevice:
                       "ro.soc.model": "GS201", "ro.product.cpu.abi": "arm64-v8a", **(props or {})}
         self.auth, self.handshake = auth, handshake
         self.arm64_cpu = arm64_cpu             # the qemu CPU model of the twin that computes outputs
-        self.drop_on = drop_on                 # drop() shortly after a command containing this
+        self.cpus = tuple(cpus)                # max frequency (kHz) per core
+        self.online = online or f"0-{len(self.cpus) - 1}"
+        self.drop_on = drop_on                 # drop() drop_after_s after a command containing this
+        self.drop_after_s = drop_after_s
         self.commands: list[str] = []          # every shell command, as the host sent it
+        self.started: list[tuple[float, str]] = []   # (time.monotonic(), command) as each began
+        self.dropped_at: float | None = None
         self._listener = socket.socket()
         self._listener.bind(("127.0.0.1", 0))
         self._listener.listen(8)
@@ -94,14 +119,19 @@ class EmulatedDevice:
     def _install_system(self) -> None:
         for d in ("data/local/tmp", "sdcard", "system/bin"):
             self.host_path(d).mkdir(parents=True, exist_ok=True)
+        self._install_cpus()
         (self.sandbox / "props.txt").write_text("".join(f"{k}={v}\n" for k, v in self.props.items()))
         bin_dir = self.host_path("system/bin")
         scripts = {
             "getprop": f'#!/bin/sh\nif [ -z "$1" ]; then sed "s/^\\(.*\\)=\\(.*\\)$/[\\1]: [\\2]/" '
                        f'"{self.sandbox}/props.txt"; exit 0; fi\n'
                        f'grep "^$1=" "{self.sandbox}/props.txt" | head -n1 | cut -d= -f2-\n',
-            # Android's taskset takes a hex mask; record it, then run the command unpinned.
-            "taskset": f'#!/bin/sh\necho "$1" >> "{self.sandbox}/taskset.log"\nshift\nexec "$@"\n',
+            # Android's taskset takes a hex mask; record it, refuse a mask without an online core
+            # (sched_setaffinity's EINVAL), then run the command unpinned.
+            "taskset": f'#!/bin/sh\necho "$1" >> "{self.sandbox}/taskset.log"\n'
+                       f'if [ $(( 0x$1 & $(cat "{self.sandbox}/online_mask") )) -eq 0 ]; then\n'
+                       f'  echo "taskset: failed to set pid\'s affinity: Invalid argument" >&2; exit 1; fi\n'
+                       f'shift\nexec "$@"\n',
             "dumpsys": '#!/bin/sh\ncase "$1" in\n'
                        '  battery) printf "Current Battery Service state:\\n  AC powered: false\\n'
                        '  USB powered: true\\n  status: 2\\n  level: 87\\n  scale: 100\\n'
@@ -114,9 +144,30 @@ class EmulatedDevice:
             path.write_text(text)
             path.chmod(0o755)
 
+    def _install_cpus(self) -> None:
+        root = self.host_path("sys/devices/system/cpu")
+        online = set(_cpu_list(self.online))
+        for cpu, khz in enumerate(self.cpus):
+            freq = root / f"cpu{cpu}" / "cpufreq"
+            freq.mkdir(parents=True, exist_ok=True)
+            target = freq / "cpuinfo_max_freq"
+            if cpu in online:
+                target.write_text(f"{khz}\n")
+            elif target.exists():
+                target.unlink()           # an offline core's cpufreq policy is gone
+        (root / "online").write_text(self.online + "\n")
+        (self.sandbox / "online_mask").write_text(hex(sum(1 << c for c in online)) + "\n")
+
+    def set_online(self, online: str) -> None:
+        """Cores go offline / come back (thermal or power management)."""
+        self.online = online
+        self._install_cpus()
+
     # --- lifecycle ----------------------------------------------------------------------------
     def drop(self) -> None:
-        """The device disappears: cable pulled. Closes every connection and the listener."""
+        """The device disappears: cable pulled. Closes every connection and the listener, and
+        the commands running now die with their process groups."""
+        self.dropped_at = self.dropped_at or time.monotonic()
         self._closed = True
         for s in [self._listener, *self._conns]:
             try:
@@ -125,7 +176,10 @@ class EmulatedDevice:
                 pass
             s.close()
         for proc in list(self._procs):
-            proc.kill()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)     # start_new_session: the group is the command
+            except OSError:
+                pass
 
     close = drop
 
@@ -271,8 +325,9 @@ class _Stream:
         head, _, command = self.service.partition(":")
         v2 = "v2" in head.split(",")
         self.device.commands.append(command)
+        self.device.started.append((time.monotonic(), command))
         if self.device.drop_on and self.device.drop_on in command:
-            threading.Timer(0.5, self.device.drop).start()
+            threading.Timer(self.device.drop_after_s, self.device.drop).start()
         env = dict(os.environ, PATH=f"{self.device.host_path('system/bin')}:{os.environ['PATH']}",
                    EMULATED_DEVICE_SANDBOX=str(self.device.sandbox), EMULATED_DEVICE_CPU=self.device.arm64_cpu)
         try:
@@ -385,6 +440,69 @@ class _Stream:
             chunk = data[i:i + 64 * 1024]
             self.write(b"DATA" + struct.pack("<I", len(chunk)) + chunk)
         self.write(b"DONE" + struct.pack("<I", 0))
+
+
+# --- a private adb server with emulated devices, for tests ----------------------------------------
+
+ADB_CANDIDATES = ["/usr/bin/adb"]
+
+
+def _adb_client(adb_path: str, env: dict):
+    from mixdeploy.bench.adb import Adb
+
+    return Adb(adb_path, env=env)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AdbLab:
+    """A private adb server plus emulated devices connected to it."""
+
+    def __init__(self, root: Path, adb_path: str):
+        self.root = root
+        home = root / "home"
+        home.mkdir()
+        self.env = dict(os.environ, ANDROID_ADB_SERVER_PORT=str(_free_port()), HOME=str(home))
+        self.env.pop("ANDROID_SERIAL", None)
+        self.adb_path = adb_path
+        self.adb = _adb_client(adb_path, self.env)
+        self.devices: list[EmulatedDevice] = []
+        self._pending: list[subprocess.Popen] = []
+        self.cmd("start-server", timeout=20)
+
+    def cmd(self, *args, timeout=20) -> subprocess.CompletedProcess:
+        return subprocess.run([self.adb_path, *args], env=self.env, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def add(self, name: str = "pixel", wait_state: str = "device", **kw) -> EmulatedDevice:
+        dev = EmulatedDevice(self.root / name, **kw)
+        self.devices.append(dev)
+        if kw.get("handshake", True):
+            self.cmd("connect", dev.address)
+        else:
+            # `adb connect` waits 10 s for a handshake that never comes; the server lists the
+            # device as offline meanwhile, which is all the test needs.
+            self._pending.append(subprocess.Popen([self.adb_path, "connect", dev.address], env=self.env,
+                                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                                  stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if any(d.serial == dev.address and d.state == wait_state for d in self.adb.devices()):
+                return dev
+            time.sleep(0.05)
+        raise AssertionError(f"{dev.address} never showed as {wait_state}: {self.cmd('devices').stdout}")
+
+    def close(self):
+        for proc in self._pending:
+            proc.kill()
+            proc.wait(timeout=10)
+        self.cmd("kill-server", timeout=20)
+        for dev in self.devices:
+            dev.close()
 
 
 if __name__ == "__main__":  # manual use: python tests/adb_emulator.py SANDBOX

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,71 +22,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adb_emulator import EmulatedDevice
+from adb_emulator import ADB_CANDIDATES, AdbLab, EmulatedDevice
 from bench_tiny_model import build_tiny_tflite
 from mixdeploy.bench import phone, twin
 from mixdeploy.bench.adb import Adb, CommandTimeout, parse_devices_output
 from mixdeploy.errors import DeviceError, MixdeployError
 
-ADB_CANDIDATES = ["/usr/bin/adb"]
 FAKE_TOOL = Path(__file__).parent / "data" / "fake_benchmark_model.py"
 RUN_DIRS = "data/local/tmp/mixdeploy"
 
 pytestmark = pytest.mark.skipif(not Path("/usr/bin/adb").exists(), reason="needs Debian's adb")
 TWIN_MISSING = twin.missing_reason()
 needs_twin = pytest.mark.skipif(TWIN_MISSING is not None, reason=f"ARM64 twin not set up: {TWIN_MISSING}")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class AdbLab:
-    """A private adb server plus emulated devices connected to it."""
-
-    def __init__(self, root: Path, adb_path: str):
-        self.root = root
-        home = root / "home"
-        home.mkdir()
-        self.env = dict(os.environ, ANDROID_ADB_SERVER_PORT=str(_free_port()), HOME=str(home))
-        self.env.pop("ANDROID_SERIAL", None)
-        self.adb_path = adb_path
-        self.adb = Adb(adb_path, env=self.env)
-        self.devices: list[EmulatedDevice] = []
-        self._pending: list[subprocess.Popen] = []
-        self.cmd("start-server", timeout=20)
-
-    def cmd(self, *args, timeout=20) -> subprocess.CompletedProcess:
-        return subprocess.run([self.adb_path, *args], env=self.env, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=timeout)
-
-    def add(self, name: str = "pixel", wait_state: str = "device", **kw) -> EmulatedDevice:
-        dev = EmulatedDevice(self.root / name, **kw)
-        self.devices.append(dev)
-        if kw.get("handshake", True):
-            self.cmd("connect", dev.address)
-        else:
-            # `adb connect` waits 10 s for a handshake that never comes; the server lists the
-            # device as offline meanwhile, which is all the test needs.
-            self._pending.append(subprocess.Popen([self.adb_path, "connect", dev.address], env=self.env,
-                                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                                  stderr=subprocess.DEVNULL))
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if any(d.serial == dev.address and d.state == wait_state for d in self.adb.devices()):
-                return dev
-            time.sleep(0.05)
-        raise AssertionError(f"{dev.address} never showed as {wait_state}: {self.cmd('devices').stdout}")
-
-    def close(self):
-        for proc in self._pending:
-            proc.kill()
-            proc.wait(timeout=10)
-        self.cmd("kill-server", timeout=20)
-        for dev in self.devices:
-            dev.close()
 
 
 @pytest.fixture
@@ -117,6 +63,10 @@ def fake_tool(tmp_path_factory):
     path.write_text(f"#!{sys.executable}\n" + FAKE_TOOL.read_text())
     path.chmod(0o755)
     return path
+
+
+def model_files(dev: EmulatedDevice) -> list[str]:
+    return sorted(str(p.relative_to(dev.sandbox)) for p in dev.host_path("data").rglob("*.tflite"))
 
 
 def run_dirs(dev: EmulatedDevice) -> list[str]:
@@ -182,14 +132,17 @@ def test_full_run_push_cache_parse_profile_parity_cleanup(lab, models, fake_tool
         assert diff.differing == 0
     assert first.pushed == {fake_tool.name: True, models["fp32"].name: True}
     assert not list(dev.host_path(RUN_DIRS).glob("run-*"))
+    # only the tool stays on the phone, under its hash; the model went with the run folder
     cached = sorted(p.name for p in dev.host_path(RUN_DIRS + "/cache").iterdir())
-    assert len(cached) == 2 and not any(name.endswith(".part") for name in cached)
+    assert len(cached) == 1 and cached[0].endswith(fake_tool.name)
+    assert model_files(dev) == []
 
     [second] = phone.bench_phone(models["fp32"], device=dev.address, benchmark_binary=fake_tool,
                                  runs=3, warmup=1, timeout_s=60, adb=lab.adb)
-    assert second.pushed == {fake_tool.name: False, models["fp32"].name: False}
+    assert second.pushed == {fake_tool.name: False, models["fp32"].name: True}
+    assert any(c.startswith("sha256sum /data/local/tmp/mixdeploy/cache/") for c in dev.commands)  # hash-checked hit
     assert second.benchmark.inference.count == 3
-    assert not list(dev.host_path(RUN_DIRS).glob("run-*"))
+    assert not list(dev.host_path(RUN_DIRS).glob("run-*")) and model_files(dev) == []
 
 
 def test_int8_parity_feeds_quantized_bytes_and_dequantizes(lab, models, fake_tool):
@@ -198,9 +151,10 @@ def test_int8_parity_feeds_quantized_bytes_and_dequantizes(lab, models, fake_too
     [result] = phone.bench_phone(models["int8"], device="phone x", benchmark_binary=fake_tool,
                                  parity_inputs=images, runs=2, warmup=1, timeout_s=60, adb=lab.adb)
     assert result.parity.top1_agreement == 1.0 and result.parity.max_abs_err < 1e-6
-    # no profile for this SoC: unpinned, said so
-    assert result.cpu_mask is None and any("no device profile" in n for n in result.notes)
-    assert not (dev.sandbox / "taskset.log").exists()
+    # no profile for this SoC: its big cores from cpuinfo_max_freq (the stand-in's are a Pixel 7's: 6-7)
+    assert result.cpu_mask == "c0" and result.threads == 2 and result.online_cpus == list(range(8))
+    assert any("no device profile" in n and "fastest online cores 6-7, 2.85 GHz" in n for n in result.notes)
+    assert set((dev.sandbox / "taskset.log").read_text().split()) == {"c0"}
 
 
 def test_int8_input_bytes_are_the_image_quantized_with_the_input_scale(models):
@@ -385,11 +339,12 @@ def test_on_device_parity_carries_the_arm_kernels_int8_rounding(lab, fake_tool, 
     from mixdeploy.data import load_images
 
     dev = lab.add("pixel", arm64_cpu="cortex-a76")
-    images = load_images("fashion-mnist", trained_model.preprocessing.with_size(64), limit=64).images
+    # With the default int8 recipe (bias correction) the ARM kernels' int8 logits equal x86's for
+    # most inputs (1 of 256 differs at 64 px): look through 256 for those that do not.
+    images = load_images("fashion-mnist", trained_model.preprocessing.with_size(64), limit=256).images
     # Inputs whose int8 logits the twin, run on its own, finds off the host's, and two it does not.
     alone = twin.compare_with_host(trained_int8_64px, images)
     off_host = np.any(alone.run.raw_outputs[0] != alone.host_raw, axis=1)
-    # (how many differ depends on the model's scales: 2 of 64 images with today's recipe)
     off, same = np.flatnonzero(off_host)[:3], np.flatnonzero(~off_host)[:2]
     assert len(off) >= 1 and len(same) == 2
     picked = np.concatenate([off, same])
@@ -400,7 +355,8 @@ def test_on_device_parity_carries_the_arm_kernels_int8_rounding(lab, fake_tool, 
     diff = result.parity.output_difference
     assert diff.dtype == "int8" and diff.values == 10 * len(picked)
     assert diff.differing >= len(off) and diff.max_steps >= 1
-    assert result.parity.cosine_min > 0.99
+    # (no cosine bound: with the default recipe the one input that differs at 64 px differs by up
+    # to 17 steps, a top-1 flip, on the twin alone as much as through the phone path)
     # The phone path reports exactly what the twin computes for those inputs.
     out = phone.io_details(trained_int8_64px)[2][0]
     assert result.parity == phone.compare_outputs(alone.host_raw[picked], alone.run.raw_outputs[0][picked], out)
@@ -448,10 +404,146 @@ def test_cli_human_output_with_op_profile_and_fashion_mnist_parity(lab, models, 
     assert result.exit_code == 0, result.output
     out = result.output
     assert "Pixel 7 (" in out and "SM-S911B (" in out
-    assert "[Relu;conv_stem]:0" in out                 # profile names printed, not eaten as markup
+    assert re.search(r"\[[^\]\n]+\]:\d+", out)           # `[tensor]:N` names printed, not eaten as markup
+    assert "Delegate/Convolution (NHWC," in out and "TfLiteXNNPackDelegate" in out   # the real rows
     assert out.count("on-device parity vs host LiteRT (3 inputs): top-1 agreement 1.000") == 2
     assert "slow depthwise" in out and "7x7 ran as Convolution (NHWC, F32) IGEMM" in out
     np.save(tmp_path / "bad.npy", np.zeros((2, 16, 16), np.float32))
     bad = CliRunner().invoke(cli, ["bench", str(models["fp32"]), "--device", "pixel", "--benchmark-binary",
                                    str(fake_tool), "--parity", "--parity-data", str(tmp_path / "bad.npy")])
     assert bad.exit_code == 2 and "N x C x H x W float32" in bad.output
+
+
+# --- pinning from what the phone says now -----------------------------------------------------------
+
+def test_pixel_with_only_two_cpus_online_is_pinned_to_them_and_left_clean(lab, models, fake_tool, monkeypatch):
+    """Its profile's big cores (6-7) are offline: the old fixed mask fails on this phone, the run
+    pins to what is online instead and says so; nothing of the run stays on the phone."""
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    dev = lab.add("pixel", model="Pixel 7", online="0-1")
+    old_way = lab.adb.shell(dev.address, "taskset c0 true")
+    assert old_way.exit_code == 1 and "failed to set pid's affinity: Invalid argument" in old_way.stderr
+    for key in ("ANDROID_ADB_SERVER_PORT", "HOME"):
+        monkeypatch.setenv(key, lab.env[key])
+    result = CliRunner().invoke(cli, ["bench", str(models["int8"]), "--device", "pixel", "--benchmark-binary",
+                                      str(fake_tool), "--runs", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    [entry] = json.loads(result.stdout)["results"]
+    assert entry["cpu_mask"] == "3" and entry["online_cpus"] == [0, 1] and entry["threads"] == 2
+    assert any("big cores 6-7 are all offline now (online: 0-1)" in n and "fastest online cores 0-1, 1.80 GHz" in n
+               for n in entry["notes"])
+    assert (dev.sandbox / "taskset.log").read_text().split() == ["c0", "3"]   # the probe above, then the run
+    assert entry["benchmark"]["inference"]["count"] == 3
+    assert model_files(dev) == [] and run_dirs(dev) == []
+
+
+def test_some_big_cores_offline_pins_to_the_rest(lab, models, fake_tool):
+    lab.add("pixel", model="Pixel 7", online="0-6")
+    [result] = phone.bench_phone(models["fp32"], device="pixel", benchmark_binary=fake_tool, runs=1, warmup=1,
+                                 timeout_s=60, adb=lab.adb)
+    assert result.cpu_mask == "40" and result.threads == 1      # cpu6 only: the profile's 2 threads capped
+    assert any("7 offline now" in n and "pinned to 6" in n for n in result.notes)
+
+
+def test_pinning_rules_from_the_facts():
+    from mixdeploy.bench.cpus import (
+        CpuFacts,
+        choose_pinning,
+        cpu_mask,
+        format_cpus,
+        mask_cpus,
+        parse_cpu_list,
+    )
+
+    assert parse_cpu_list("0-3,6\n") == [0, 1, 2, 3, 6] and format_cpus([0, 1, 2, 3, 6]) == "0-3,6"
+    assert cpu_mask([6, 7]) == "c0" and mask_cpus("1f0") == [4, 5, 6, 7, 8]
+    pixel = {"big_cores_mask": "c0", "threads": 2}
+    freqs = dict(enumerate([1803000] * 4 + [2348000] * 2 + [2850000] * 2))
+    assert choose_pinning(pixel, CpuFacts(list(range(8)), freqs), "p").cpus == [6, 7]
+    assert choose_pinning(pixel, CpuFacts([0, 1, 2, 3, 4, 5], freqs), "p").cpus == [4, 5]   # A78s: fastest left
+    assert choose_pinning(None, CpuFacts([0, 1, 2, 3], {}), "p").cpus is None               # nothing to go by
+    assert choose_pinning(pixel, None, "p").cpus == [6, 7]                                  # /sys unreadable
+
+
+# --- a clean phone ------------------------------------------------------------------------------------
+
+def test_keep_on_device_caches_models_within_the_bound_oldest_out(lab, models, fake_tool):
+    dev = lab.add("pixel")
+    cache = dev.host_path(RUN_DIRS + "/cache")
+    cache.mkdir(parents=True)
+    stale = cache / "0123456789abcdef-someone_elses.tflite"
+    stale.write_bytes(b"\0" * (3 << 19))          # 1.5 MB, last used long ago
+    os.utime(stale, (1_000_000_000, 1_000_000_000))
+    [first] = phone.bench_phone(models["fp32"], device="pixel", benchmark_binary=fake_tool, runs=1, warmup=1,
+                                timeout_s=60, adb=lab.adb, keep_on_device=True, device_cache_mb=1)
+    assert not stale.exists() and any("removed 1 least recently used" in n for n in first.notes)
+    kept = sorted(p.name.split("-", 1)[1] for p in cache.iterdir())
+    assert kept == [fake_tool.name, models["fp32"].name]
+    [second] = phone.bench_phone(models["fp32"], device="pixel", benchmark_binary=fake_tool, runs=1, warmup=1,
+                                 timeout_s=60, adb=lab.adb, keep_on_device=True, device_cache_mb=1)
+    assert second.pushed == {fake_tool.name: False, models["fp32"].name: False}
+    assert run_dirs(dev) == []
+
+
+def wait_until_clean(dev: EmulatedDevice, seconds: float) -> float:
+    """Poll the phone's files until no run folder and no model is left; the seconds it took."""
+    start = time.monotonic()
+    while (run_dirs(dev) or model_files(dev)) and time.monotonic() - start < seconds:
+        time.sleep(0.25)
+    return time.monotonic() - start
+
+
+def test_a_phone_that_drops_mid_run_is_cleaned_by_its_reaper(lab, models, fake_tool):
+    dev = lab.add("pixel", drop_on="--graph=")
+    (dev.sandbox / "behaviour.json").write_text(json.dumps({"sleep_s": 20}))
+    with pytest.raises(DeviceError, match="went away"):
+        phone.bench_phone(models["fp32"], device="pixel", benchmark_binary=fake_tool, timeout_s=4, adb=lab.adb)
+    assert len(run_dirs(dev)) == 1 and model_files(dev)      # the host could not clean up...
+    waited = wait_until_clean(dev, 20)
+    assert run_dirs(dev) == [] and model_files(dev) == []    # ...the phone's reaper did, once stale
+    assert waited > 1                                        # not before the stale time (4 s + margin)
+
+
+# --- a fleet --------------------------------------------------------------------------------------------
+
+def test_fleet_of_two_servers_one_phone_dropping(tmp_path, models, fake_tool, monkeypatch):
+    """Two phones behind two private adb servers; the first drops mid-run. Both are reported,
+    the exit code says one failed, the healthy result is whole, and both phones end clean."""
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    monkeypatch.delenv("ANDROID_SERIAL", raising=False)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    labs = [AdbLab(tmp_path / "a", ADB_CANDIDATES[0]), AdbLab(tmp_path / "b", ADB_CANDIDATES[0])]
+    try:
+        dropping = labs[0].add("lab-a", model="Pixel 7", drop_on="--graph=", drop_after_s=3)
+        (dropping.sandbox / "behaviour.json").write_text(json.dumps({"sleep_s": 20}))
+        healthy = labs[1].add("lab-b", model="Pixel 8", props={"ro.board.platform": "zuma"},
+                              cpus=(1704000,) * 4 + (2367000,) * 4 + (2910000,))   # Tensor G3-like: 9 cores
+        servers = [f"127.0.0.1:{lab.env['ANDROID_ADB_SERVER_PORT']}" for lab in labs]
+        monkeypatch.setenv("HOME", labs[0].env["HOME"])
+        result = CliRunner().invoke(cli, ["bench", str(models["fp32"]), "--device", "all", "--adb-server", servers[0],
+                                          "--adb-server", servers[1], "--benchmark-binary", str(fake_tool),
+                                          "--runs", "3", "--timeout", "6", "--json"])
+        assert result.exit_code == 1, result.output
+        payload = json.loads(result.stdout)
+        [ok] = payload["results"]
+        [bad] = payload["failures"]
+        assert (ok["server"], ok["device"]["serial"], ok["device"]["model"]) == (servers[1], healthy.address, "Pixel 8")
+        assert ok["benchmark"]["inference"]["count"] == 3 and ok["cpu_mask"] == "1f0"
+        assert (bad["server"], bad["serial"], bad["failed"]) == (servers[0], dropping.address, True)
+        assert "went away" in bad["error"]
+        # both phones ran at once: the healthy one started its benchmark before the other dropped
+        [healthy_start] = [t for t, c in healthy.started if "--graph=" in c]
+        assert healthy_start < dropping.dropped_at
+        assert model_files(healthy) == [] and run_dirs(healthy) == []
+        wait_until_clean(dropping, 25)
+        assert model_files(dropping) == [] and run_dirs(dropping) == []
+    finally:
+        for lab in labs:
+            lab.close()

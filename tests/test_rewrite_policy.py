@@ -1,9 +1,10 @@
-"""The decompose tiling, the `auto` policy (single-layer LiteRT timing + cache), and the
-TF translation the policy times (checked against onnxruntime on the same ONNX graph)."""
+"""The decompose tiling, the `auto` policy (single-layer candidates built by the rewrite and the
+project's converter, timed by the host bench; cache), and tuned choices taking precedence."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -40,27 +41,50 @@ def spec(channels=(8, 8), kernels=(3, 9), stride=1, hw=10):
 
 
 @pytest.mark.parametrize("lowering", LOWERINGS)
-def test_tf_translation_and_tflite_match_onnxruntime(lowering):
+def test_candidates_are_the_converters_tflite_of_the_rewritten_layer(lowering):
+    """What auto times is what ships: the rewrite's lowering, converted by convert_onnx."""
     from ai_edge_litert.interpreter import Interpreter
 
     layer = policy.mixconv_layer_model(spec(kernels=(3, 7), stride=2))
-    lowered, _ = policy.lower_single_layer(layer, lowering)
+    lowered, applied = policy.lower_single_layer(layer, lowering)
+    assert applied == lowering
     x = np.random.default_rng(0).standard_normal((1, 16, 10, 10)).astype(np.float32)
     ref = run_ort(layer, x)
-    tf_out = policy.onnx_layer_to_tf(lowered)(x.transpose(0, 2, 3, 1)).numpy().transpose(0, 3, 1, 2)
-    assert rel_err(ref, tf_out) < 1e-5
-    interp = Interpreter(model_content=policy.tflite_from_onnx_layer(lowered, "fp32"), num_threads=1)
+    interp = Interpreter(model_content=policy.candidate_tflite(lowered, "fp32"), num_threads=1)
     interp.allocate_tensors()
     interp.set_tensor(interp.get_input_details()[0]["index"], x.transpose(0, 2, 3, 1))
     interp.invoke()
     got = interp.get_tensor(interp.get_output_details()[0]["index"]).transpose(0, 3, 1, 2)
     assert rel_err(ref, got) < 1e-5
+    ops = {op["op_name"] for op in interp._get_ops_details()}
+    # the lowering's structure survives conversion: decomposed 7x7 = slices + adds, pad = no split
+    assert ("STRIDED_SLICE" in ops) == (lowering in ("decompose", "pad_decompose"))
+    assert ("SPLIT" in ops) == (lowering in ("split", "decompose"))
 
 
-def test_measure_layer_times_each_distinct_candidate():
+def test_int8_candidate_uses_the_project_quantizer():
+    from ai_edge_litert.interpreter import Interpreter
+
+    lowered, _ = policy.lower_single_layer(policy.mixconv_layer_model(spec(kernels=(3, 9))), "decompose")
+    interp = Interpreter(model_content=policy.candidate_tflite(lowered, "int8"))
+    tensors = interp.get_tensor_details()
+    assert interp.get_input_details()[0]["dtype"] == np.int8
+    # per-channel int8 weights on every depthwise conv (the MLIR quantizer's output, as convert_onnx ships)
+    weights = [t for t in tensors if len(t["shape"]) == 4 and t["shape"][0] == 1 and t["dtype"] == np.int8
+               and len(t["quantization_parameters"]["scales"]) > 1]
+    assert len(weights) >= 5      # 3x3 + four 9x9 pieces
+
+
+def test_measure_layer_times_each_distinct_candidate_with_the_host_bench(monkeypatch):
+    from mixdeploy.bench import host
+
+    timed = []
+    real = host.bench_models
+    monkeypatch.setattr(host, "bench_models", lambda models, **kw: timed.append(sorted(models)) or real(models, **kw))
     timings = policy.measure_layer(spec(kernels=(3, 5)), "fp32", rounds=3)
     # decompose/pad_decompose of a 3/5 layer are not distinct graphs: not measured
     assert set(timings) == {"split", "pad"} and all(t > 0 for t in timings.values())
+    assert timed == [["pad", "split"]]          # one interleaved run of both candidates
 
 
 def test_pick_fastest_prefers_simpler_lowering_within_noise():
@@ -100,3 +124,20 @@ def test_rewrite_auto_end_to_end(tmp_path, monkeypatch):
     assert set(result.report.lowering_choices.values()) <= set(LOWERINGS)
     x = np.random.default_rng(0).standard_normal((1, 16, 10, 10)).astype(np.float32)
     assert_same_function(model, result.model, [x])
+
+
+def test_tuned_choices_win_and_the_rest_is_measured_here(tmp_path, monkeypatch):
+    monkeypatch.setenv("MIXDEPLOY_CACHE_DIR", str(tmp_path))
+    measured = []
+    monkeypatch.setattr(policy, "measure_layer",
+                        lambda s, precision, candidates: measured.append(s.signature) or {"split": 1.0, "pad": 2.0})
+    tuned_spec, other = replace(spec(kernels=(3, 9)), name="big"), replace(spec(kernels=(3, 5)), name="small")
+    tuned = policy.TunedChoices(precision="int8", choices={tuned_spec.signature: "pad"}, source="t.json")
+    with policy.use_tuned(tuned):
+        choices = policy.choose_lowerings([tuned_spec, other], "int8")
+    assert choices == {tuned_spec.signature: "pad", other.signature: "split"}
+    assert measured == [other.signature]
+    assert tuned.from_tune == {"big": "pad"} and tuned.measured_here == ["small"]
+    assert policy.choose_lowerings([tuned_spec], "int8") == {tuned_spec.signature: "split"}  # outside: host
+    with policy.use_tuned(tuned), pytest.raises(Exception, match="measured for int8.*--precision fp32"):
+        policy.choose_lowerings([tuned_spec], "fp32")

@@ -4,6 +4,10 @@ Why the real client rather than a Python ADB implementation: it is what users ha
 USB, keys and server sharing, and it gives real exit codes with shell v2. Honoured environment:
 ANDROID_SERIAL (default device), ANDROID_ADB_SERVER_PORT (read by adb itself), MIXDEPLOY_ADB
 (another adb binary, e.g. the one bundled with adbutils or an SDK's platform-tools).
+
+One `Adb` talks to one adb server: the local one, or `Adb(server="HOST:PORT")` for phones
+attached to another machine (adb's own `-H HOST -P PORT`; that server must listen on the
+network, e.g. `adb -a nodaemon server start` on the lab host).
 """
 
 from __future__ import annotations
@@ -98,17 +102,38 @@ def parse_devices_output(text: str) -> list[DeviceInfo]:
     return devices
 
 
-class Adb:
-    """Runs the real adb client. Every call has a timeout; stdin is never forwarded."""
+def parse_server(value: str) -> tuple[str, int]:
+    """`HOST:PORT` of an adb server (`[::1]:5037` for IPv6) -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise MixdeployError(f"--adb-server {value!r}: give HOST:PORT of an adb server, e.g. lab-host:5037 "
+                             f"(on that host: `adb -a nodaemon server start`)")
+    return host, int(port)
 
-    def __init__(self, adb_path: str | None = None, env: dict[str, str] | None = None):
+
+class Adb:
+    """Runs the real adb client against one server. Every call has a timeout; stdin is never forwarded."""
+
+    def __init__(self, adb_path: str | None = None, env: dict[str, str] | None = None,
+                 server: str | None = None):
         self.adb_path = adb_path or find_adb()
         self.env = env  # None = inherit (ANDROID_ADB_SERVER_PORT etc. reach adb unchanged)
+        self.server = parse_server(server) if server else None
+
+    @property
+    def server_label(self) -> str:
+        """HOST:PORT of the server this client talks to (results name it with the serial)."""
+        if self.server:
+            return f"{self.server[0]}:{self.server[1]}"
+        env = self.env if self.env is not None else os.environ
+        return f"localhost:{env.get('ANDROID_ADB_SERVER_PORT') or 5037}"
 
     # --- raw ---------------------------------------------------------------------------------
     def run(self, args: list[str], timeout: float = DEFAULT_TIMEOUT_S, serial: str | None = None,
             what: str | None = None) -> subprocess.CompletedProcess:
-        cmd = [self.adb_path] + (["-s", serial] if serial else []) + list(args)
+        where = ["-H", self.server[0], "-P", str(self.server[1])] if self.server else []
+        cmd = [self.adb_path, *where] + (["-s", serial] if serial else []) + list(args)
         try:
             return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, env=self.env,
                                   timeout=timeout)
@@ -116,7 +141,7 @@ class Adb:
             # subprocess.run has killed the adb client; the caller decides on device cleanup.
             raise CommandTimeout(
                 f"{what or 'adb ' + ' '.join(args)} did not finish within {timeout:g} s on "
-                f"{serial or 'the adb server'}: it was stopped. Raise --timeout if the model is "
+                f"{serial or 'the adb server ' + self.server_label}: it was stopped. Raise --timeout if the model is "
                 f"just slow, or check the device (`adb devices -l`)") from err
         except FileNotFoundError as err:
             raise MixdeployError(f"could not run {self.adb_path}: install adb (`apt-get install -y "
@@ -126,7 +151,10 @@ class Adb:
     def devices(self, timeout: float = 30.0) -> list[DeviceInfo]:
         proc = self.run(["devices", "-l"], timeout=timeout)
         if proc.returncode != 0:
-            raise DeviceError(f"`adb devices` failed: {_tail(proc.stderr)}. Try `adb kill-server`.")
+            advice = ("check that it runs and listens on the network (`adb -a nodaemon server start` there)"
+                      if self.server else "try `adb kill-server`")
+            raise DeviceError(f"`adb devices` on server {self.server_label} failed: {_tail(proc.stderr)}. "
+                              f"{advice[0].upper() + advice[1:]}.")
         return parse_devices_output(proc.stdout.decode(errors="replace"))
 
     def get_state(self, serial: str, timeout: float = 10.0) -> str | None:
@@ -185,51 +213,81 @@ class Adb:
 
         `android`/None means the one attached device, or ANDROID_SERIAL when set.
         """
-        attached = self.devices()
-        if selector in (None, "", "android", "phone"):
-            selector = os.environ.get("ANDROID_SERIAL") or None
-        if not attached:
-            raise DeviceError("no Android device is attached: plug in a phone with USB debugging "
-                              "enabled (Settings > Developer options), check `adb devices -l`")
-        if selector == "all":
-            chosen = attached
-        elif selector is None:
-            chosen = attached
-            if len(chosen) > 1:
-                raise DeviceError("several devices are attached; pick one with --device SERIAL, "
-                                  "a model name, or `all`:\n" + _listing(attached))
-        else:
-            by_serial = [d for d in attached if d.serial == selector]
-            chosen = by_serial or self._match_model(attached, selector)
-            if not chosen:
-                raise DeviceError(f"no attached device matches {selector!r} (serial or model "
-                                  f"name); attached:\n" + _listing(attached))
-            if len(chosen) > 1:
-                raise DeviceError(f"{len(chosen)} attached devices match {selector!r}; use a "
-                                  f"serial instead:\n" + _listing(chosen))
-        unusable = [d for d in chosen if d.state != "device"]
-        if unusable:
-            raise DeviceError("\n".join(
-                f"device {d.serial} is {d.state}: {STATE_ADVICE.get(d.state, 'check `adb devices -l`')}"
-                for d in unusable))
-        return chosen
+        return [info for _, info in select_devices([self], selector)]
 
-    def _match_model(self, attached: list[DeviceInfo], selector: str) -> list[DeviceInfo]:
-        """Case-insensitive substring of ro.product.model. The `devices -l` banner has it with
-        underscores (and only for authorised devices), so ask usable devices for the real prop."""
-        wanted = selector.lower().replace("_", " ")
-        matches = []
-        for info in attached:
-            model = info.model.replace("_", " ") if info.model else None
-            if info.state == "device":
-                model = self.getprop(info.serial, "ro.product.model") or model
-            if model and wanted in model.lower():
-                matches.append(info)
-        return matches
+    def model_of(self, info: DeviceInfo) -> str | None:
+        """ro.product.model of a usable device (the `devices -l` banner has underscores for spaces)."""
+        model = info.model.replace("_", " ") if info.model else None
+        if info.state == "device":
+            model = self.getprop(info.serial, "ro.product.model") or model
+        return model
 
 
-def _listing(devices: list[DeviceInfo]) -> str:
-    return "\n".join(f"  {d.describe()}" for d in devices) or "  (none)"
+def select_devices(clients: list[Adb], selector: str | None, keep_unusable: bool = False,
+                   unreachable: list[tuple[Adb, str]] | None = None) -> list[tuple[Adb, DeviceInfo]]:
+    """Devices for `--device` over one or more adb servers, as (client, device) pairs.
+
+    keep_unusable: a fleet run (`all`) keeps unauthorized/offline devices (each becomes a failed
+    row) instead of stopping at them; otherwise they stop the run with what to do.
+    unreachable: when given, a server that does not answer is appended there (client, why)
+    instead of stopping the run.
+    """
+    attached = []
+    for client in clients:
+        try:
+            attached += [(client, info) for info in client.devices()]
+        except DeviceError as err:
+            if unreachable is None:
+                raise
+            unreachable.append((client, str(err)))
+    if not attached and unreachable:
+        return []
+    chosen = _select(attached, selector)
+    unusable = [info for _, info in chosen if info.state != "device"]
+    if unusable and not keep_unusable:
+        raise DeviceError("\n".join(unusable_reason(info) for info in unusable))
+    return chosen
+
+
+def unusable_reason(info: DeviceInfo) -> str:
+    return f"device {info.serial} is {info.state}: {STATE_ADVICE.get(info.state, 'check `adb devices -l`')}"
+
+
+def _select(attached: list[tuple[Adb, DeviceInfo]], selector: str | None) -> list[tuple[Adb, DeviceInfo]]:
+    if selector in (None, "", "android", "phone"):
+        selector = os.environ.get("ANDROID_SERIAL") or None
+    if not attached:
+        raise DeviceError("no Android device is attached: plug in a phone with USB debugging "
+                          "enabled (Settings > Developer options), check `adb devices -l`")
+    if selector == "all":
+        return attached
+    if selector is None:
+        if len(attached) > 1:
+            raise DeviceError("several devices are attached; pick one with --device SERIAL, "
+                              "a model name, or `all`:\n" + _listing(attached))
+        return attached
+    chosen = [pair for pair in attached if pair[1].serial == selector] or _match_model(attached, selector)
+    if not chosen:
+        raise DeviceError(f"no attached device matches {selector!r} (serial or model "
+                          f"name); attached:\n" + _listing(attached))
+    if len(chosen) > 1:
+        raise DeviceError(f"{len(chosen)} attached devices match {selector!r}; use a "
+                          f"serial instead:\n" + _listing(chosen))
+    return chosen
+
+
+def _match_model(attached: list[tuple[Adb, DeviceInfo]], selector: str) -> list[tuple[Adb, DeviceInfo]]:
+    """Case-insensitive substring of ro.product.model. The `devices -l` banner has it with
+    underscores (and only for authorised devices), so ask usable devices for the real prop."""
+    wanted = selector.lower().replace("_", " ")
+    return [(client, info) for client, info in attached
+            if wanted in (client.model_of(info) or "").lower()]
+
+
+def _listing(attached: list[tuple[Adb, DeviceInfo]]) -> str:
+    several = len({client.server_label for client, _ in attached}) > 1
+    return "\n".join(f"  {info.describe()}" + (f" on {client.server_label}" if several else "")
+                     for client, info in attached) or "  (none)"
 
 
 def _short(command: str, limit: int = 120) -> str:

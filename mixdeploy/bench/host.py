@@ -107,13 +107,14 @@ class _Config:
     make: Callable[[], Callable[[], object]]
 
 
-def _litert_runner(tflite_path: str, threads: int, use_xnnpack: bool, input_nhwc: np.ndarray):
+def _litert_runner(model: str | bytes, threads: int, use_xnnpack: bool, input_nhwc: np.ndarray):
+    """`model`: a .tflite path, or the flatbuffer itself (candidates built in memory)."""
     def make():
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         resolver = OpResolverType.AUTO if use_xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        interp = Interpreter(model_path=tflite_path, num_threads=threads,
-                             experimental_op_resolver_type=resolver)
+        source = {"model_content": model} if isinstance(model, bytes) else {"model_path": model}
+        interp = Interpreter(**source, num_threads=threads, experimental_op_resolver_type=resolver)
         interp.allocate_tensors()
         index = interp.get_input_details()[0]["index"]
         interp.set_tensor(index, input_nhwc)
@@ -160,10 +161,11 @@ def _torch_runner(module, threads: int, input_nchw: np.ndarray):
 
 # --- inputs ------------------------------------------------------------------------------------
 
-def tflite_input_details(tflite_path: str) -> dict:
+def tflite_input_details(model: str | bytes) -> dict:
+    """Input details of a .tflite path or of the flatbuffer bytes."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interp = Interpreter(model_path=tflite_path)
+    interp = Interpreter(model_content=model) if isinstance(model, bytes) else Interpreter(model_path=str(model))
     return interp.get_input_details()[0]
 
 
@@ -208,19 +210,22 @@ def bench_host(tflite_path: str | os.PathLike, threads: Sequence[int] = (1, 2), 
                            host=host_info())
 
 
-def bench_models(models: dict[str, str | os.PathLike], threads: Sequence[int] = (1, 2), runs: int = 50,
+def bench_models(models: dict[str, str | os.PathLike | bytes], threads: Sequence[int] = (1, 2), runs: int = 50,
                  warmup: int = 5, onnx_path: str | os.PathLike | None = None) -> dict[str, dict[str, float]]:
-    """Median ms of several .tflite models (e.g. ours and the peers') timed in ONE interleaved
-    run, so load changes on a shared machine hit every model alike. With `onnx_path`, the
-    ONNX in onnxruntime joins as "onnxruntime fp32". Returns {label: {"1": ms, "2": ms}}."""
+    """Median ms of several .tflite models (e.g. ours and the peers', or the lowering candidates
+    of one layer) timed in ONE interleaved run, so load changes on a shared machine hit every
+    model alike. A model is a path or the flatbuffer bytes. With `onnx_path`, the ONNX in
+    onnxruntime joins as "onnxruntime fp32". Returns {label: {"1": ms, "2": ms}}."""
     configs, labels = [], []
-    for label, path in models.items():
-        _, model_input = random_inputs(tflite_input_details(str(path)))
+    for label, model in models.items():
+        model = model if isinstance(model, bytes) else str(model)
+        _, model_input = random_inputs(tflite_input_details(model))
         for n in threads:
-            configs.append(_Config("litert", n, True, _litert_runner(str(path), n, True, model_input)))
+            configs.append(_Config("litert", n, True, _litert_runner(model, n, True, model_input)))
             labels.append(label)
     if onnx_path is not None:
-        first = tflite_input_details(str(next(iter(models.values()))))
+        first_model = next(iter(models.values()))
+        first = tflite_input_details(first_model if isinstance(first_model, bytes) else str(first_model))
         input_nchw, _ = random_inputs(first)
         for n in threads:
             configs.append(_Config("onnxruntime", n, None, _onnxruntime_runner(str(onnx_path), n, input_nchw)))

@@ -1,10 +1,11 @@
 """The benchmark_model run on an Android device over adb.
 
-One run = read the device state -> push benchmark_model and the model into a content-addressed
-cache (/data/local/tmp/mixdeploy/cache/, skipped when the same sha256 is already there) ->
-make a per-run folder -> run pinned to the big cores with a timeout -> parse -> optional
+One run = read the device state and which cores are online -> push benchmark_model into a
+content-addressed cache (skipped when the same sha256 is there, device_files.py) -> make a run
+folder with its reaper -> push the model into it (or into the bounded cache, --keep-on-device) ->
+run pinned to the big cores that are online (cpus.py) with a timeout -> parse -> optional
 on-device parity (push inputs, run once per input, pull outputs, compare with host LiteRT) ->
-always remove the run folder (also on failure or Ctrl-C).
+always remove the run folder (also on failure or Ctrl-C): nothing of the run stays on the phone.
 """
 
 from __future__ import annotations
@@ -12,24 +13,22 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import shlex
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from mixdeploy.bench import cpus, device_files
 from mixdeploy.bench.adb import Adb, CommandTimeout, DeviceInfo
+from mixdeploy.bench.attribution import AttributionError, attribute, model_ops
+from mixdeploy.bench.device_files import touch_command
 from mixdeploy.bench.parse import BenchmarkOutput, OpProfileRow, parse_benchmark_output
 from mixdeploy.atomic import scratch_dir
 from mixdeploy.errors import DeviceError, MixdeployError
-from mixdeploy.manifest import sha256_file
 from mixdeploy.parity import OutputDifference, compare, output_difference
 
-DEVICE_ROOT = "/data/local/tmp/mixdeploy"
-DEVICE_CACHE = f"{DEVICE_ROOT}/cache"
 CONFIG_PATH = Path("~/.config/mixdeploy/config.toml")
 PROFILES_PATH = Path(__file__).resolve().parents[2] / "android_bench" / "device_profiles.json"
 DELEGATE_FLAGS = {
@@ -93,6 +92,8 @@ class PhoneBenchResult:
     parity: ParityResult | None = None
     notes: list[str] = field(default_factory=list)
     run_dir: str = ""
+    server: str = ""                        # the adb server (HOST:PORT) the phone is attached to
+    online_cpus: list[int] | None = None    # what /sys/devices/system/cpu/online said at run time
 
     @property
     def median_ms(self) -> float | None:
@@ -100,6 +101,35 @@ class PhoneBenchResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class PhoneFailure:
+    """A run that did not finish: a row of its own in a fleet's results."""
+
+    model_path: str
+    server: str
+    serial: str
+    device_model: str | None
+    error: str
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "failed": True}
+
+
+@dataclass
+class RunOptions:
+    """How each benchmark_model run is made (the flags of `mixdeploy bench` on a phone)."""
+
+    threads: int | None = None
+    delegate: str = "xnnpack"
+    op_profile: bool = False
+    parity_inputs: np.ndarray | None = None       # NCHW float32, preprocessed
+    runs: int = 50
+    warmup: int = 5
+    timeout_s: float = 600.0
+    keep_on_device: bool = False                  # cache the models on the phone (bounded) instead
+    device_cache_mb: int = device_files.DEFAULT_CACHE_LIMIT_MB
 
 
 # --- configuration ------------------------------------------------------------------------------
@@ -171,34 +201,6 @@ def read_device_state(adb: Adb, serial: str) -> DeviceState:
     return state
 
 
-# --- cache and run folder ------------------------------------------------------------------------
-
-def cached_remote_path(local: Path, digest: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", local.name)
-    return f"{DEVICE_CACHE}/{digest[:16]}-{safe}"
-
-
-def push_cached(adb: Adb, serial: str, local: Path, executable: bool = False,
-                timeout: float = 300.0) -> tuple[str, bool]:
-    """Push `local` under its content hash unless that exact file is there. Returns (remote, pushed).
-
-    The push goes to a `.part` name and is renamed on the device, so a file under its final name
-    is always complete: its presence is the cache check.
-    """
-    remote = cached_remote_path(local, sha256_file(local))
-    if adb.shell(serial, f"ls {remote}", timeout=30).ok:
-        return remote, False
-    adb.shell(serial, f"mkdir -p {DEVICE_CACHE}", timeout=30, check=True)
-    adb.push(serial, str(local), remote + ".part", timeout=timeout)
-    mode = "chmod 755" if executable else "chmod 644"
-    adb.shell(serial, f"{mode} {remote}.part && mv -f {remote}.part {remote}", timeout=30, check=True)
-    return remote, True
-
-
-def new_run_dir() -> str:
-    return f"{DEVICE_ROOT}/run-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-
-
 # --- the run --------------------------------------------------------------------------------------
 
 def benchmark_invocation(binary: str, model: str, threads: int, delegate: str, runs: int,
@@ -231,7 +233,7 @@ def run_on_device(adb: Adb, serial: str, command: str, run_dir: str, timeout: fl
     adb (29 at least) can exit 0 with truncated output, and without shell v2 it always exits 0;
     a missing marker means the run did not finish where we could see it.
     """
-    wrapped = f"{command}; status=$?; echo {EXIT_MARKER}$status; exit $status"
+    wrapped = f"{touch_command(run_dir)}{command}; status=$?; echo {EXIT_MARKER}$status; exit $status"
     try:
         result = adb.shell(serial, wrapped, timeout=timeout)
     except CommandTimeout as err:
@@ -265,66 +267,85 @@ def bench_phone(tflite_path: str | os.PathLike, device: str | None = None,
                 benchmark_binary: str | os.PathLike | None = None, threads: int | None = None,
                 delegate: str = "xnnpack", op_profile: bool = False,
                 parity_inputs: np.ndarray | None = None, runs: int = 50, warmup: int = 5,
-                timeout_s: float = 600.0, adb: Adb | None = None) -> list[PhoneBenchResult]:
-    """Benchmark `tflite_path` on each selected device. `parity_inputs`: NCHW float32, preprocessed."""
+                timeout_s: float = 600.0, adb: Adb | None = None, keep_on_device: bool = False,
+                device_cache_mb: int = device_files.DEFAULT_CACHE_LIMIT_MB) -> list[PhoneBenchResult]:
+    """Benchmark `tflite_path` on each selected device; the first fault stops the run (a fleet
+    that carries on past failed phones: mixdeploy.bench.fleet). `parity_inputs`: NCHW float32."""
+    tflite_path = check_model_file(tflite_path)
+    options = RunOptions(threads, delegate, op_profile, parity_inputs, runs, warmup, timeout_s,
+                         keep_on_device, device_cache_mb)
+    check_options(options)
+    binary = resolve_benchmark_binary(str(benchmark_binary) if benchmark_binary else None)
+    adb = adb or Adb()
+    return [bench_on_device(adb, info, tflite_path, binary, options) for info in adb.select(device)]
+
+
+def check_model_file(tflite_path: str | os.PathLike) -> Path:
     tflite_path = Path(tflite_path)
     if not tflite_path.is_file():
         raise MixdeployError(f"{tflite_path} does not exist: give the path of a .tflite file")
-    if delegate not in DELEGATE_FLAGS:
-        raise MixdeployError(f"unknown delegate {delegate!r}: choose one of {', '.join(DELEGATE_FLAGS)}")
-    binary = resolve_benchmark_binary(str(benchmark_binary) if benchmark_binary else None)
-    adb = adb or Adb()
-    return [_bench_one(adb, info, tflite_path, binary, threads, delegate, op_profile,
-                       parity_inputs, runs, warmup, timeout_s)
-            for info in adb.select(device)]
+    return tflite_path
 
 
-def _bench_one(adb: Adb, info: DeviceInfo, tflite_path: Path, binary: Path, threads, delegate,
-               op_profile, parity_inputs, runs, warmup, timeout_s) -> PhoneBenchResult:
+def check_options(options: RunOptions) -> None:
+    if options.delegate not in DELEGATE_FLAGS:
+        raise MixdeployError(f"unknown delegate {options.delegate!r}: choose one of {', '.join(DELEGATE_FLAGS)}")
+    if options.device_cache_mb < 1:
+        raise MixdeployError("--device-cache-mb must be at least 1")
+
+
+def bench_on_device(adb: Adb, info: DeviceInfo, tflite_path: Path, binary: Path,
+                    options: RunOptions) -> PhoneBenchResult:
     serial = info.serial
-    notes: list[str] = []
     state = read_device_state(adb, serial)
     profile = match_profile(state, load_profiles())
-    cpu_mask = profile.get("big_cores_mask") if profile else None
-    if profile is None:
-        notes.append(f"no device profile for board {state.board_platform!r} / model {state.model!r}: "
-                     f"ran without CPU pinning (add one to android_bench/device_profiles.json)")
-    threads = threads or (profile or {}).get("threads", 1)
+    pinning = cpus.choose_pinning(profile, cpus.read_cpu_facts(adb, serial),
+                                  f"board {state.board_platform!r} / model {state.model!r}")
+    notes = [pinning.note] if pinning.note else []
+    threads = options.threads or cpus.default_threads(profile, pinning)
     if state.thermal_status:
         notes.append(f"thermal status {state.thermal_status} (> 0): the phone may be throttling")
 
-    remote_binary, binary_pushed = push_cached(adb, serial, binary, executable=True)
-    remote_model, model_pushed = push_cached(adb, serial, tflite_path)
-    run_dir = new_run_dir()
+    remote_binary, binary_pushed = device_files.push_cached(adb, serial, binary, executable=True)
+    run_dir = device_files.new_run_dir()
+    device_files.make_run_dir(adb, serial, run_dir, options.timeout_s)
     try:
-        adb.shell(serial, f"mkdir -p {run_dir}", timeout=30, check=True)
+        remote_model, model_pushed = _place_model(adb, serial, tflite_path, run_dir, remote_binary, options, notes)
         command = benchmark_command(run_dir, benchmark_invocation(
-            remote_binary, remote_model, threads, delegate, runs, warmup, op_profile, cpu_mask))
-        output = run_on_device(adb, serial, command, run_dir, timeout_s, "benchmark_model")
+            remote_binary, remote_model, threads, options.delegate, options.runs, options.warmup,
+            options.op_profile, pinning.mask))
+        output = run_on_device(adb, serial, command, run_dir, options.timeout_s, "benchmark_model")
         try:
             parsed = parse_benchmark_output(output.stdout)
         except ValueError as err:
             raise DeviceError(f"benchmark_model on {serial} printed no timings ({err}); its output "
                               f"ends with:\n" + "\n".join(output.stdout.splitlines()[-10:])) from err
-        slow = find_slow_depthwise(parsed.op_profile, tflite_path) if op_profile else []
+        slow = _slow_depthwise(parsed.op_profile, tflite_path, notes) if options.op_profile else []
         parity = None
-        if parity_inputs is not None:
+        if options.parity_inputs is not None:
             parity = device_parity(adb, serial, tflite_path, remote_binary, remote_model, run_dir,
-                                   parity_inputs, threads, delegate, cpu_mask, timeout_s)
+                                   options.parity_inputs, threads, options.delegate, pinning.mask,
+                                   options.timeout_s)
     finally:
-        _remove_run_dir(adb, serial, run_dir)
+        device_files.remove_run_dir(adb, serial, run_dir)
     return PhoneBenchResult(model_path=str(tflite_path), device=state, threads=threads,
-                            delegate=delegate, cpu_mask=cpu_mask, command=command, benchmark=parsed,
+                            delegate=options.delegate, cpu_mask=pinning.mask, command=command, benchmark=parsed,
                             pushed={binary.name: binary_pushed, tflite_path.name: model_pushed},
-                            slow_depthwise=slow, parity=parity, notes=notes, run_dir=run_dir)
+                            slow_depthwise=slow, parity=parity, notes=notes, run_dir=run_dir,
+                            server=adb.server_label, online_cpus=pinning.online)
 
 
-def _remove_run_dir(adb: Adb, serial: str, run_dir: str) -> None:
-    """Best effort: a device that went away keeps its folder, and the original error matters more."""
-    try:
-        adb.shell(serial, f"rm -rf {run_dir}", timeout=30)
-    except DeviceError:
-        pass
+def _place_model(adb: Adb, serial: str, tflite_path: Path, run_dir: str, remote_binary: str,
+                 options: RunOptions, notes: list[str]) -> tuple[str, bool]:
+    """The model into this run's folder (gone with it), or into the bounded cache (--keep-on-device)."""
+    if not options.keep_on_device:
+        return device_files.push_into_run(adb, serial, tflite_path, run_dir, options.timeout_s), True
+    remote, pushed = device_files.push_cached(adb, serial, tflite_path, timeout=options.timeout_s)
+    evicted = device_files.evict_cache(adb, serial, {remote, remote_binary}, options.device_cache_mb * 2**20)
+    if evicted:
+        notes.append(f"device cache over {options.device_cache_mb} MB: removed {len(evicted)} least recently "
+                     f"used file(s): {', '.join(Path(e).name for e in evicted)}")
+    return remote, pushed
 
 
 # --- op profile -> MixNet layers ------------------------------------------------------------------
@@ -341,40 +362,25 @@ def mixnet_layer_name(name: str) -> str | None:
     return f"blocks.{stage}.{block}.{kind}" + (f".{index}" if index is not None else "")
 
 
-def _depthwise_kernels(tflite_path: Path) -> dict[str, tuple[int, int]]:
-    """Output tensor name of each DEPTHWISE_CONV_2D -> its kernel (height, width)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_path=str(tflite_path))
-    tensors = {t["index"]: t for t in interp.get_tensor_details()}
-    kernels = {}
-    for op in interp._get_ops_details():
-        if op["op_name"] == "DEPTHWISE_CONV_2D":
-            shape = tensors[op["inputs"][1]]["shape"]       # 1, kh, kw, channels
-            for out in op["outputs"]:
-                kernels[tensors[out]["name"]] = (int(shape[1]), int(shape[2]))
-    return kernels
-
-
-def _profile_name_to_tensor(name: str) -> str:
-    """Profile names look like `[tensor name]:12` (node index) or the bare tensor name."""
-    name = re.sub(r":\d+$", "", name.strip())
-    return name[1:-1] if name.startswith("[") and name.endswith("]") else name
-
-
 def find_slow_depthwise(rows: list[OpProfileRow], tflite_path: Path) -> list[SlowDepthwise]:
-    """Rows for a depthwise conv of the model that XNNPACK executed as IGEMM/GEMM, not DWConv."""
-    kernels = _depthwise_kernels(tflite_path)
+    """Depthwise convs of the model that XNNPACK ran through a GEMM path, not its DWConv kernels."""
     slow = []
-    for row in rows:
-        tensor = _profile_name_to_tensor(row.name)
-        if tensor not in kernels or "DWConv" in row.node_type:
+    for matched in attribute(rows, model_ops(tflite_path)):
+        op = matched.op
+        if op is None or op.op_name != "DEPTHWISE_CONV_2D" or "GEMM" not in matched.row.node_type:
             continue
-        if "GEMM" in row.node_type or "DEPTHWISE" not in row.node_type.upper():
-            slow.append(SlowDepthwise(name=tensor, layer=mixnet_layer_name(tensor),
-                                      kernel=kernels[tensor], node_type=row.node_type,
-                                      avg_ms=row.avg_ms))
+        name = op.outputs[0]
+        slow.append(SlowDepthwise(name=name, layer=next(filter(None, map(mixnet_layer_name, op.scopes)), None),
+                                  kernel=op.kernel, node_type=matched.row.node_type, avg_ms=matched.row.avg_ms))
     return slow
+
+
+def _slow_depthwise(rows: list[OpProfileRow], tflite_path: Path, notes: list[str]) -> list[SlowDepthwise]:
+    try:
+        return find_slow_depthwise(rows, tflite_path)
+    except AttributionError as err:
+        notes.append(f"op profile not matched to the model's ops, so no slow depthwise convs are named: {err}")
+        return []
 
 
 # --- on-device parity ---------------------------------------------------------------------------
@@ -428,6 +434,7 @@ def device_parity(adb: Adb, serial: str, tflite_path: Path, remote_binary: str, 
     tensors = prepare_parity_inputs(images_nchw, input_details)
     commands = []
     with tempfile.TemporaryDirectory(prefix="mixdeploy-parity-", dir=scratch_dir()) as tmp:
+        adb.shell(serial, touch_command(run_dir).rstrip("; "), timeout=30)   # the pushes below are quick
         for i, tensor in enumerate(tensors):
             local = Path(tmp) / f"input_{i}.bin"
             local.write_bytes(np.ascontiguousarray(tensor).tobytes())

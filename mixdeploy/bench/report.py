@@ -76,17 +76,23 @@ def rows_from_host(result) -> list[LatencyRow]:
             for c in result.configs]
 
 
+def phone_target(model: str | None, server: str, serial: str) -> str:
+    """A phone as results name it: its model, the adb server it hangs off and its serial."""
+    return f"{model or serial} ({server}/{serial})" if server else (model or serial)
+
+
 def rows_from_phone(result) -> list[LatencyRow]:
     bench = result.benchmark
     config = f"{result.delegate} x{result.threads}" + (f" mask {result.cpu_mask}" if result.cpu_mask else "")
     p95 = bench.inference.p95_ms if bench.inference else None
     return [LatencyRow(label=label_for(result.model_path), path=result.model_path,
-                       target=result.device.model or result.device.serial,
+                       target=phone_target(result.device.model, result.server, result.device.serial),
                        config=config, median_ms=bench.median_ms, tail_ms=p95,
                        macs=macs_for(result.model_path), lowering=lowering_for(result.model_path))]
 
 
-def latency_table(rows: list[LatencyRow], title: str = "Latency vs MACs"):
+def latency_table(rows: list[LatencyRow], title: str = "Latency vs MACs", failures=()):
+    """The table; `failures` (fleet runs that did not finish) are rows of their own, in red."""
     from rich.table import Table
 
     from rich.markup import escape
@@ -103,6 +109,11 @@ def latency_table(rows: list[LatencyRow], title: str = "Latency vs MACs"):
                       f"{row.macs / 1e6:.0f}M" if row.macs else "-", budget, f"{row.median_ms:.3f}",
                       f"{row.tail_ms:.3f}" if row.tail_ms is not None else "-",
                       f"{row.ms_per_gmac:.2f}" if row.ms_per_gmac is not None else "-")
+    for failure in failures:
+        reason = failure.error.strip().splitlines()[0] if failure.error.strip() else "failed"
+        table.add_row(escape(label_for(failure.model_path)),
+                      escape(phone_target(failure.device_model, failure.server, failure.serial)),
+                      f"[red]FAILED[/]: {escape(reason)}", "-", "-", "-", "-", "-")
     return table
 
 

@@ -52,12 +52,22 @@ def _thread_list(value: str) -> list[int]:
 @click.option("--parity-count", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=600, show_default=True,
               help="Phone: seconds before a device command is killed.")
+@click.option("--adb-server", "adb_servers", multiple=True, metavar="HOST:PORT",
+              help="Phone: an adb server with phones attached (adb -H/-P; repeatable). Several servers "
+                   "run in parallel; default: the local server.")
+@click.option("--keep-on-device", is_flag=True,
+              help="Phone: keep the models in the phone's cache (bounded, oldest out) instead of removing them after the run.")
+@click.option("--device-cache-mb", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Phone: size bound of that cache (with --keep-on-device).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a latency-vs-MACs plot (PNG) here.")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON on stdout.")
 def bench(files, device, threads, runs, warmup, no_xnnpack, baselines, onnx_path, torch_model, weights,
-          benchmark_binary, delegate, op_profile, parity, parity_data, parity_count, timeout_s, plot,
-          as_json):
-    """Benchmark FILES (.tflite) on the host or on Android phones over adb."""
+          benchmark_binary, delegate, op_profile, parity, parity_data, parity_count, timeout_s, adb_servers,
+          keep_on_device, device_cache_mb, plot, as_json):
+    """Benchmark FILES (.tflite) on the host or on Android phones over adb.
+
+    `--device all` (or several --adb-server) runs a fleet: every phone is reported, one that fails
+    is a row of its own, and the exit code is 1 if any failed."""
     from mixdeploy.bench import report
 
     thread_counts = _thread_list(threads) if threads else None
@@ -68,28 +78,40 @@ def bench(files, device, threads, runs, warmup, no_xnnpack, baselines, onnx_path
         _bench_on_twin(files, twin_cpu, (thread_counts or [1])[0], parity, parity_data, parity_count,
                        torch_model, weights, timeout_s, as_json, unsupported={"--no-xnnpack": no_xnnpack, "--baseline": baselines,
                                              "--op-profile": op_profile, "--benchmark-binary": benchmark_binary,
-                                             "--plot": plot, "--delegate": delegate != "xnnpack"})
+                                             "--plot": plot, "--delegate": delegate != "xnnpack",
+                                             "--adb-server": adb_servers, "--keep-on-device": keep_on_device})
         return
     _check_flags_fit_target(device, no_xnnpack=no_xnnpack, baselines=baselines, op_profile=op_profile,
-                            parity=parity, benchmark_binary=benchmark_binary)
+                            parity=parity, benchmark_binary=benchmark_binary, adb_servers=adb_servers,
+                            keep_on_device=keep_on_device)
     if plot:
         _check_plot_path(plot, files)
+    failures = []
     if device == "host":
         results, rows = _bench_on_host(files, thread_counts or [1, 2], runs, warmup, not no_xnnpack,
                                        baselines, onnx_path, torch_model, weights, as_json)
     else:
-        results, rows = _bench_on_phones(files, device, thread_counts, runs, warmup, benchmark_binary,
-                                         delegate, op_profile, parity, parity_data, parity_count,
-                                         timeout_s, as_json)
-    if plot:
+        from mixdeploy.bench.phone import RunOptions
+
+        options = RunOptions(threads=thread_counts[0] if thread_counts else None, delegate=delegate,
+                             op_profile=op_profile, runs=runs, warmup=warmup, timeout_s=timeout_s,
+                             keep_on_device=keep_on_device, device_cache_mb=device_cache_mb)
+        results, rows, failures = _bench_on_phones(files, device, list(adb_servers), options, benchmark_binary,
+                                                   parity, parity_data, parity_count, as_json)
+    if plot and rows:
         report.plot_latency_vs_macs(rows, plot)
     if as_json:
-        print_json({"results": results, "table": [r.to_dict() for r in rows],
-                    "mac_budget": report.MAC_BUDGET, "plot": plot})
-        return
-    stdout.print(report.latency_table(rows))
-    if plot:
-        stderr.print(escape(f"plot written to {plot}"))
+        print_json({"results": results, "failures": [f.to_dict() for f in failures],
+                    "table": [r.to_dict() for r in rows], "mac_budget": report.MAC_BUDGET, "plot": plot})
+    else:
+        stdout.print(report.latency_table(rows, failures=failures))
+        if plot and rows:
+            stderr.print(escape(f"plot written to {plot}"))
+    if failures:
+        stderr.print(f"[red]{len(failures)} run(s) failed[/]: " + "; ".join(
+            escape(f"{f.server}/{f.serial}: {f.error.strip().splitlines()[0] if f.error.strip() else 'failed'}")
+            for f in failures))
+        click.get_current_context().exit(1)
 
 
 def _check_plot_path(plot: str, files) -> None:
@@ -115,7 +137,8 @@ def _check_plot_path(plot: str, files) -> None:
 def _check_flags_fit_target(device: str, **flags) -> None:
     """A flag for the other target would be silently ignored: say so instead."""
     host_only = {"no_xnnpack": "--no-xnnpack (on a phone use --delegate cpu)", "baselines": "--baseline"}
-    phone_only = {"op_profile": "--op-profile", "parity": "--parity", "benchmark_binary": "--benchmark-binary"}
+    phone_only = {"op_profile": "--op-profile", "parity": "--parity", "benchmark_binary": "--benchmark-binary",
+                  "adb_servers": "--adb-server", "keep_on_device": "--keep-on-device"}
     wrong = host_only if device != "host" else phone_only
     used = [name for key, name in wrong.items() if flags.get(key)]
     if used:
@@ -161,27 +184,57 @@ def _load_torch_module(name: str | None, weights: str | None):
 
 # --- phones --------------------------------------------------------------------------------------
 
-def _bench_on_phones(files, device, threads, runs, warmup, benchmark_binary, delegate, op_profile,
-                     parity, parity_data, parity_count, timeout_s, quiet):
-    from mixdeploy.bench import report
-    from mixdeploy.bench.adb import Adb
-    from mixdeploy.bench.phone import bench_phone
+def _bench_on_phones(files, device, servers, options, benchmark_binary, parity, parity_data, parity_count, quiet):
+    """One phone (the first fault stops the run), or a fleet (`all`, several servers): every phone
+    reported, failures as rows."""
+    from dataclasses import replace
 
-    adb = Adb()
-    results, rows = [], []
-    for path in files:
-        inputs = _parity_inputs(path, parity_data, parity_count) if parity else None
+    from mixdeploy.bench import fleet, report
+    from mixdeploy.bench.adb import Adb
+    from mixdeploy.bench.phone import PhoneFailure, bench_phone
+
+    results, rows, failures = [], [], []
+
+    def record(outcome) -> None:
+        if isinstance(outcome, PhoneFailure):
+            failures.append(outcome)
+            return
+        results.append(outcome.to_dict())
+        rows.extend(report.rows_from_phone(outcome))
         if not quiet:
-            stderr.print(escape(f"benchmarking {path} on {device} over adb"))
-        for result in bench_phone(path, device=device, benchmark_binary=benchmark_binary,
-                                  threads=threads[0] if threads else None, delegate=delegate,
-                                  op_profile=op_profile, parity_inputs=inputs, runs=runs,
-                                  warmup=warmup, timeout_s=timeout_s, adb=adb):
-            results.append(result.to_dict())
-            rows += report.rows_from_phone(result)
-            if not quiet:
-                _print_phone_details(result)
-    return results, rows
+            _print_phone_details(outcome)
+
+    as_fleet = device == "all" or len(servers) > 1
+    for path in files:
+        run = replace(options, parity_inputs=_parity_inputs(path, parity_data, parity_count) if parity else None)
+        if not quiet:
+            where = f" via {', '.join(servers)}" if servers else ""
+            stderr.print(escape(f"benchmarking {path} on {device}{where} over adb"))
+        if as_fleet:
+            for outcome in fleet.bench_fleet([path], device, servers, benchmark_binary, run,
+                                             on_done=None if quiet else _print_progress):
+                record(outcome)
+            continue
+        adb = Adb(server=servers[0] if servers else None)
+        for result in bench_phone(path, device=device, benchmark_binary=benchmark_binary, threads=run.threads,
+                                  delegate=run.delegate, op_profile=run.op_profile,
+                                  parity_inputs=run.parity_inputs, runs=run.runs, warmup=run.warmup,
+                                  timeout_s=run.timeout_s, adb=adb, keep_on_device=run.keep_on_device,
+                                  device_cache_mb=run.device_cache_mb):
+            record(result)
+    return results, rows, failures
+
+
+def _print_progress(outcome) -> None:
+    """A fleet phone finished (called from its server's thread)."""
+    from mixdeploy.bench.phone import PhoneFailure
+
+    if isinstance(outcome, PhoneFailure):
+        stderr.print(f"[red]failed[/] {escape(outcome.server)}/{escape(outcome.serial)}: "
+                     f"{escape(outcome.error.strip().splitlines()[0] if outcome.error.strip() else '')}")
+    else:
+        stderr.print(f"done {escape(outcome.server)}/{escape(outcome.device.serial)}: median "
+                     f"{outcome.median_ms:.3f} ms")
 
 
 def _parity_inputs(tflite_path: str, source: str, count: int) -> np.ndarray:
@@ -229,10 +282,15 @@ def _preprocessed_npy(source: str, count: int) -> np.ndarray:
 
 def _print_phone_details(result) -> None:
     state = result.device
-    stderr.print(f"[bold]{escape(str(state.model))}[/] ({escape(str(state.serial))}) Android {state.android_version}, SoC "
+    stderr.print(f"[bold]{escape(str(state.model))}[/] ({escape(result.server)}/{escape(str(state.serial))}) Android {state.android_version}, SoC "
                  f"{state.soc or state.board_platform}, battery {state.battery_level}%, thermal status "
                  f"{state.thermal_status}; pushed: "
                  + ", ".join(f"{k} ({'pushed' if v else 'cached'})" for k, v in result.pushed.items()))
+    from mixdeploy.bench.cpus import format_cpus
+
+    online = format_cpus(result.online_cpus) if result.online_cpus else "unknown"
+    stderr.print(f"{result.threads} thread(s), " + (f"pinned with taskset {result.cpu_mask}" if result.cpu_mask
+                                                    else "unpinned") + f"; CPUs online: {online}")
     for note in result.notes:
         stderr.print(f"[yellow]note:[/] {escape(note)}")
     if result.benchmark.op_profile:

@@ -3,6 +3,7 @@ and TFLite fp32/fp16/int8, with a parity summary."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
@@ -11,6 +12,7 @@ from rich.table import Table
 
 from mixdeploy.commands._console import print_json, stage_progress, stderr, stdout
 from mixdeploy.commands._options import TimmStyleCommand, preprocessing_options
+from mixdeploy.errors import MixdeployError
 from mixdeploy.models.sources import parse_factory_kwargs
 from mixdeploy.pipeline import ExportOptions, run_export
 from mixdeploy.tflite.recipe import RECIPES
@@ -40,6 +42,11 @@ def _precisions(int8: bool, fp16: bool, dynamic: bool, int16x8: bool) -> tuple[s
 @click.option("--lowering", type=click.Choice(["auto", "split", "pad", "decompose", "pad_decompose"]),
               default="auto", show_default=True,
               help="How each MixConv is lowered (auto: measured per layer on this runtime, cached).")
+@click.option("--tuned-for", metavar="DEVICE",
+              help="auto takes the lowerings `mixdeploy tune` measured on DEVICE (a phone model name or serial, "
+                   "or host), for the precision chosen (int8 with --int8).")
+@click.option("--tune-file", type=click.Path(exists=True, dir_okay=False),
+              help="As --tuned-for, from this tune file.")
 @click.option("--calib", help="Calibration data: fashion-mnist, an image folder or a .npy.")
 @click.option("--calib-count", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--quant-recipe", type=click.Choice(list(RECIPES)), default="default", show_default=True,
@@ -51,8 +58,8 @@ def _precisions(int8: bool, fp16: bool, dynamic: bool, int16x8: bool) -> tuple[s
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Output folder (default: out/MODEL).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
 def export(model, weights, factory_kwargs, num_classes, preprocessing, fmt, int8, fp16, dynamic, int16x8, io_dtype,
-           input_layout, lowering, calib, calib_count, quant_recipe, parity_data, parity_count, opset, dynamic_batch,
-           out_dir, as_json):
+           input_layout, lowering, tuned_for, tune_file, calib, calib_count, quant_recipe, parity_data, parity_count,
+           opset, dynamic_batch, out_dir, as_json):
     """Export MODEL to ONNX and TFLite.
 
     MODEL: a zoo name (mixnet-s, tf-mixnet-m, ...), timm:NAME, a checkpoint, an ONNX file
@@ -67,8 +74,10 @@ def export(model, weights, factory_kwargs, num_classes, preprocessing, fmt, int8
         parity_data=parity_data, parity_count=parity_count, opset=opset, dynamic_batch=dynamic_batch,
     )
     warn = lambda message: stderr.print(f"[yellow]warning:[/] {escape(message)}")
-    with stage_progress(enabled=not as_json) as progress:
+    with stage_progress(enabled=not as_json) as progress, _tuned(tuned_for, tune_file, lowering, options) as tuned:
         result = run_export(options, progress=progress, warn=warn)
+    if tuned is not None:
+        _record_tuning(result, tuned, as_json)
     if as_json:
         print_json(result.manifest)
         return
@@ -76,6 +85,35 @@ def export(model, weights, factory_kwargs, num_classes, preprocessing, fmt, int8
     _print_preprocessing(result.manifest)
     if "parity" in result.manifest:
         _print_parity(result.manifest["parity"])
+
+
+@contextlib.contextmanager
+def _tuned(tuned_for, tune_file, lowering, options):
+    """--tuned-for / --tune-file: auto's choices from a tune file, for the whole export."""
+    if not (tuned_for or tune_file):
+        yield None
+        return
+    from mixdeploy.onnx import policy
+    from mixdeploy.tune import load_tuned
+
+    if lowering != "auto":
+        raise MixdeployError(f"--tuned-for/--tune-file choose the lowering per layer: drop --lowering {lowering}")
+    precision = "int8" if "int8" in options.precisions else "fp32"   # what the pipeline's auto chooses for
+    with policy.use_tuned(load_tuned(tuned_for, tune_file, precision)) as tuned:
+        yield tuned
+
+
+def _record_tuning(result, tuned, quiet: bool) -> None:
+    """The manifest says where the lowerings came from (and which layers the tune file lacked)."""
+    from mixdeploy.manifest import write_manifest
+    from mixdeploy.tune import manifest_record
+
+    result.manifest["tuned"] = manifest_record(tuned)
+    write_manifest(result.out_dir, result.manifest)
+    if not quiet:
+        extra = f", {len(tuned.measured_here)} measured on this host" if tuned.measured_here else ""
+        stderr.print(f"lowering tuned on {result.manifest['tuned']['fingerprint']['ro.product.model']}: "
+                     f"{len(tuned.from_tune)} layer(s) from {tuned.source}{extra}")
 
 
 def _default_out_dir(model: str) -> Path:

@@ -1,23 +1,31 @@
-"""`auto` lowering: per MixConv layer, time each candidate lowering on this machine's LiteRT.
+"""`auto` lowering: per MixConv layer, the fastest candidate lowering where it was measured.
 
-Which lowering is fastest is an empirical, per-runtime, per-layer question (XNNPACK
-builds differ; notes/tflite.md). For each distinct layer signature we build the
-single-layer ONNX graph, apply every candidate lowering with the same code the full
-rewrite uses, translate that small graph op for op into TensorFlow, convert with
-tf.lite.TFLiteConverter (fp32, or int8 from a few random samples) and time it with the
-LiteRT interpreter (XNNPACK, 1 thread, candidates interleaved, median). The winner is
-cached per (runtime id, layer signature) in a JSON file, so a cache hit measures nothing.
+Which lowering is fastest is an empirical, per-runtime, per-layer question (XNNPACK builds and
+CPUs differ; notes/tflite.md). Two sources of choices, one mechanism (`choose_lowerings`, called
+by `rewrite(..., lowering="auto")` for each distinct layer signature):
+
+- measured on this machine: for each distinct layer signature the single-layer ONNX graph is
+  lowered with every candidate through `rewrite(layer, lowering=...)` (the passes the whole model
+  goes through), converted by the project's converter (`convert_onnx`: the shipped model's
+  quantizer and calibration code, fed random layer inputs) and the candidates are timed by the
+  host bench's interleaved timer (`bench.host.bench_models`: XNNPACK, 1 thread, median). The
+  winner is cached per (runtime id, layer signature) in a JSON file: a cache hit measures nothing.
+- measured on a device by `mixdeploy tune`: `use_tuned(TunedChoices(...))` around the rewrite
+  makes its signatures' choices win; layers the tune file lacks are measured here as above.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import os
 import platform
-import time
+import tempfile
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import onnx
@@ -25,28 +33,35 @@ from onnx import TensorProto, helper
 
 from mixdeploy.atomic import write_json_atomic
 from mixdeploy.errors import MixdeployError
-from mixdeploy.onnx.graph import Namer, to_ir, to_proto
-from mixdeploy.onnx.lowering import LOWERINGS, lower_mixconv
-from mixdeploy.onnx.passes.recognize_mixconv import MixConvSpec, find_mixconvs
+from mixdeploy.onnx.lowering import LOWERINGS
+from mixdeploy.onnx.passes.recognize_mixconv import MixConvSpec
 
 PRECISIONS = ("fp32", "int8")
 # Within this fraction of the fastest, the simpler lowering (earlier in LOWERINGS) wins:
 # sub-10-microsecond layers differ by timer noise, not by kernel quality.
 TIE_TOLERANCE = 0.05
+# Part of the runtime id: choices measured through another timing path (the first policy timed
+# layers converted by a separate ONNX->TF translator and TFLiteConverter's calibrator) are not reused.
+TIMING_PATH = "convert_onnx"
+CALIBRATION_SAMPLES = 8      # random layer inputs: enough for the converter's ranges; timing ignores values
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's converter logs are not ours to print
 
 
 # ---------------------------------------------------------------- cache
 
+def cache_root() -> Path:
+    """~/.cache/mixdeploy, or $MIXDEPLOY_CACHE_DIR."""
+    return Path(os.environ.get("MIXDEPLOY_CACHE_DIR") or Path.home() / ".cache" / "mixdeploy")
+
+
 def cache_dir() -> Path:
-    root = os.environ.get("MIXDEPLOY_CACHE_DIR") or Path.home() / ".cache" / "mixdeploy"
-    return Path(root) / "lowering"
+    return cache_root() / "lowering"
 
 
 def runtime_id(precision: str) -> str:
     from ai_edge_litert import __version__ as litert_version
 
-    return f"litert-{litert_version}-xnnpack-1t-{precision}-{platform.machine()}"
+    return f"litert-{litert_version}-xnnpack-1t-{precision}-{platform.machine()}-{TIMING_PATH}"
 
 
 def load_cache(rid: str) -> dict:
@@ -75,18 +90,47 @@ def save_cache(rid: str, cache: dict) -> None:
 _cache_warned = False
 
 
+# ---------------------------------------------------------------- choices measured on a device
+
+@dataclass
+class TunedChoices:
+    """Per-signature lowerings measured on a device (`mixdeploy tune`), for `use_tuned`."""
+
+    precision: str
+    choices: dict[str, str]                 # layer signature -> lowering
+    source: str = ""                        # where they came from (the tune file), for messages
+    from_tune: dict[str, str] = field(default_factory=dict)    # filled by choose_lowerings: layer -> lowering
+    measured_here: list[str] = field(default_factory=list)     # layers the tune file did not cover
+
+
+_TUNED: contextvars.ContextVar[TunedChoices | None] = contextvars.ContextVar("mixdeploy_tuned", default=None)
+
+
+@contextlib.contextmanager
+def use_tuned(tuned: TunedChoices) -> Iterator[TunedChoices]:
+    """Within the block, `auto` takes `tuned`'s choice for every layer signature it has."""
+    token = _TUNED.set(tuned)
+    try:
+        yield tuned
+    finally:
+        _TUNED.reset(token)
+
+
 # ---------------------------------------------------------------- policy
 
 def choose_lowerings(specs: list[MixConvSpec], runtime: str = "fp32",
                      progress: Callable[[int, int, str], None] | None = None,
                      candidates=LOWERINGS) -> dict[str, str]:
-    """signature -> fastest lowering for every spec (measured once per distinct signature)."""
+    """signature -> lowering for every spec: tuned on a device when `use_tuned` is active and
+    has the signature, else the fastest measured here (once per distinct signature, cached)."""
     if runtime not in PRECISIONS:
         raise MixdeployError(f"unknown runtime precision {runtime!r} for lowering=auto; use fp32 or int8.")
+    distinct = {s.signature: s for s in specs}
+    chosen = _tuned_choices(specs, runtime)
+    todo_signatures = [sig for sig in distinct if sig not in chosen]
     rid = runtime_id(runtime)
     cache = load_cache(rid)
-    distinct = {s.signature: s for s in specs}
-    todo = [s for sig, s in distinct.items() if sig not in cache]
+    todo = [distinct[sig] for sig in todo_signatures if sig not in cache]
     for i, spec in enumerate(todo):
         if progress:
             progress(i, len(todo), spec.name)
@@ -95,25 +139,46 @@ def choose_lowerings(specs: list[MixConvSpec], runtime: str = "fp32",
         save_cache(rid, cache)  # after each layer: an interrupted run keeps what it measured
     if progress and todo:
         progress(len(todo), len(todo), "")
-    return {sig: cache[sig]["choice"] for sig in distinct}
+    chosen.update({sig: cache[sig]["choice"] for sig in todo_signatures})
+    return chosen
 
 
-def pick_fastest(timings: dict[str, float]) -> str:
+def _tuned_choices(specs: list[MixConvSpec], runtime: str) -> dict[str, str]:
+    tuned = _TUNED.get()
+    if tuned is None:
+        return {}
+    if tuned.precision != runtime:
+        raise MixdeployError(f"the tuning in {tuned.source or 'use_tuned'} was measured for {tuned.precision}, "
+                             f"but this export's lowering is chosen for {runtime}: tune again with "
+                             f"--precision {runtime}, or export the precision that was tuned")
+    chosen = {}
+    for spec in specs:
+        if spec.signature in tuned.choices:
+            chosen[spec.signature] = tuned.from_tune[spec.name] = tuned.choices[spec.signature]
+        elif spec.name not in tuned.measured_here:
+            tuned.measured_here.append(spec.name)
+    return chosen
+
+
+def pick_fastest(timings: dict[str, float], tolerance: float = TIE_TOLERANCE) -> str:
     best = min(timings.values())
-    return next(name for name in LOWERINGS if name in timings and timings[name] <= best * (1 + TIE_TOLERANCE))
+    return next(name for name in LOWERINGS if name in timings and timings[name] <= best * (1 + tolerance))
 
 
 def measure_layer(spec: MixConvSpec, precision: str = "fp32", candidates=LOWERINGS,
                   rounds: int = 15) -> dict[str, float]:
     """Median milliseconds per candidate lowering of one MixConv layer (identical graphs measured once)."""
+    from mixdeploy.bench.host import bench_models
+
     layer = mixconv_layer_model(spec)
     models: dict[str, bytes] = {}
     for lowering in candidates:
         lowered, applied = lower_single_layer(layer, lowering)
         if applied != lowering:
             continue  # e.g. decompose of a layer without big kernels == split
-        models[lowering] = tflite_from_onnx_layer(lowered, precision)
-    return time_tflite_models(models, rounds=rounds)
+        models[lowering] = candidate_tflite(lowered, precision)
+    medians = bench_models(models, threads=(1,), runs=rounds, warmup=2)
+    return {name: by_threads["1"] for name, by_threads in medians.items()}
 
 
 # ---------------------------------------------------------------- single-layer graphs
@@ -140,115 +205,26 @@ def mixconv_layer_model(spec: MixConvSpec, seed: int = 0) -> onnx.ModelProto:
 
 
 def lower_single_layer(layer: onnx.ModelProto, lowering: str) -> tuple[onnx.ModelProto, str]:
-    model = to_ir(layer)
-    match = find_mixconvs(model.graph)[0]
-    outcome = lower_mixconv(model.graph, Namer(model.graph), match, lowering)
-    return to_proto(model), outcome.lowering
+    """The layer lowered by the rewrite itself; returns (model, the lowering actually applied)."""
+    from mixdeploy.onnx.rewrite import rewrite
+
+    result = rewrite(layer, lowering=lowering, passes=("recognize_mixconv", "lower_mixconv"))
+    [applied] = result.report.lowering_choices.values()
+    return result.model, applied
 
 
-# ---------------------------------------------------------------- ONNX layer -> TF -> TFLite
-
-def _same_padding(pads, kernel, strides, in_hw) -> bool:
-    """True when explicit ONNX pads equal what TF 'SAME' would pad (so no PAD op is needed)."""
-    for axis in (0, 1):
-        k, s, n = kernel[axis], strides[axis], in_hw[axis]
-        out = -(-n // s)
-        total = max((out - 1) * s + k - n, 0)
-        if (pads[axis], pads[axis + 2]) != (total // 2, total - total // 2):
-            return False
-    return True
-
-
-def onnx_layer_to_tf(model: onnx.ModelProto):
-    """A tf.function computing `model` in NHWC. Handles the ops a lowered MixConv uses."""
-    import tensorflow as tf
-
-    consts = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
-
-    def fn(x):
-        env = {model.graph.input[0].name: x}
-        for node in model.graph.node:
-            a = {at.name: helper.get_attribute_value(at) for at in node.attribute}
-            ins = [env.get(n) if n in env else consts.get(n) for n in node.input]
-            if node.op_type == "Split":
-                outs = tf.split(ins[0], [int(v) for v in ins[1]], axis=3)
-            elif node.op_type == "Concat":
-                outs = [tf.concat(ins, axis=3)]
-            elif node.op_type == "Add":
-                outs = [ins[0] + ins[1]]
-            elif node.op_type == "Pad":
-                p = [int(v) for v in ins[1]]
-                outs = [tf.pad(ins[0], [[0, 0], [p[2], p[6]], [p[3], p[7]], [0, 0]])]
-            elif node.op_type == "Slice":
-                starts, ends = [int(v) for v in ins[1]], [int(v) for v in ins[2]]
-                outs = [ins[0][:, starts[0]:ends[0], starts[1]:ends[1], :]]
-            elif node.op_type == "Conv":
-                outs = [_tf_depthwise(tf, ins, a)]
-            else:
-                raise MixdeployError(f"policy: op {node.op_type} ({node.name}) has no TF mapping")
-            env.update(zip(node.output, outs))
-        return env[model.graph.output[0].name]
-
-    return fn
-
-
-def _tf_depthwise(tf, ins, a):
-    x, w = ins[0], ins[1]
-    kernel = list(w.shape[2:])
-    strides = list(a.get("strides", [1, 1]))
-    pads = list(a.get("pads", [0, 0, 0, 0]))
-    filt = np.transpose(w, (2, 3, 0, 1))  # C,1,kH,kW -> kH,kW,C,1
-    in_hw = [int(x.shape[1]), int(x.shape[2])]
-    if any(pads) and _same_padding(pads, kernel, strides, in_hw):
-        padding = "SAME"
-    else:
-        if any(pads):
-            x = tf.pad(x, [[0, 0], [pads[0], pads[2]], [pads[1], pads[3]], [0, 0]])
-        padding = "VALID"
-    y = tf.nn.depthwise_conv2d(x, filt, strides=[1, *strides, 1], padding=padding,
-                               dilations=list(a.get("dilations", [1, 1])))
-    return y + ins[2] if len(ins) > 2 and ins[2] is not None else y
-
-
-def tflite_from_onnx_layer(model: onnx.ModelProto, precision: str = "fp32", samples: int = 4) -> bytes:
-    import tensorflow as tf
+def candidate_tflite(model: onnx.ModelProto, precision: str = "fp32", seed: int = 0) -> bytes:
+    """`model` as TFLite flatbuffer bytes, built like the shipped model (`convert_onnx`; int8 with
+    the default recipe, calibrated on random inputs of the layer's shape)."""
+    from mixdeploy.tflite.convert import convert_onnx
 
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    nhwc = [dims[0], dims[2], dims[3], dims[1]]
-    fn = tf.function(onnx_layer_to_tf(model), input_signature=[tf.TensorSpec(nhwc, tf.float32)])
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
+    calibration = None
     if precision == "int8":
-        rng = np.random.default_rng(0)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([rng.standard_normal(nhwc).astype(np.float32)]
-                                                    for _ in range(samples))
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "Statistics for quantized inputs were expected": random samples suffice
-        return converter.convert()
-
-
-def time_tflite_models(models: dict[str, bytes], rounds: int = 15, warmup: int = 2) -> dict[str, float]:
-    """Median ms per model; models are run interleaved so drift hits all of them alike."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreters = {}
-    for name, content in models.items():
-        interp = Interpreter(model_content=content, num_threads=1)
-        try:
-            interp.allocate_tensors()
-        except RuntimeError:
-            continue  # a lowering this runtime cannot prepare is no candidate
-        inp = interp.get_input_details()[0]
-        interp.set_tensor(inp["index"], np.zeros(inp["shape"], dtype=inp["dtype"]))
-        interpreters[name] = interp
-    times: dict[str, list[float]] = {name: [] for name in interpreters}
-    for r in range(warmup + rounds):
-        for name, interp in interpreters.items():
-            t0 = time.perf_counter()
-            interp.invoke()
-            if r >= warmup:
-                times[name].append((time.perf_counter() - t0) * 1e3)
-    return {name: float(np.median(t)) for name, t in times.items()}
+        calibration = np.random.default_rng(seed).standard_normal(
+            (CALIBRATION_SAMPLES, *dims[1:])).astype(np.float32)
+    with tempfile.TemporaryDirectory(prefix="mixdeploy-policy-") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the converter's deprecation chatter is not the user's concern
+        path = Path(tmp) / f"candidate_{precision}.tflite"
+        convert_onnx(model, path, precision=precision, calibration=calibration)
+        return path.read_bytes()
