@@ -84,6 +84,13 @@ def test_timm_style_space_separated_mean_and_std_are_one_value():
     assert join_channel_values(["--mean", "imagenet", "x"]) == ["--mean", "imagenet", "x"]
 
 
+def test_timm_style_input_size_c_h_w_is_its_side():
+    assert join_channel_values(["--input-size", "3", "224", "224", "--int8"]) == ["--input-size", "224", "--int8"]
+    assert join_channel_values(["--input-size", "96"]) == ["--input-size", "96"]
+    with pytest.raises(MixdeployError, match="3 224 224"):
+        join_channel_values(["--input-size", "3", "224", "160"])     # not square: not a MixNet input
+
+
 def test_checkpoint_without_preprocessing_is_flagged_as_a_guess(tmp_path):
     import torch
 

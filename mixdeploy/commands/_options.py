@@ -14,20 +14,33 @@ CHANNEL_OPTIONS = ("--mean", "--std")
 
 
 def join_channel_values(args: list[str]) -> list[str]:
-    """timm's validate.py takes `--mean 0.485 0.456 0.406`; click options take one token.
-    Join up to three numbers after --mean/--std into one `0.485,0.456,0.406` token."""
+    """timm's validate.py takes `--mean 0.485 0.456 0.406` and `--input-size 3 224 224`; click
+    options take one token. Join up to three numbers after --mean/--std into one
+    `0.485,0.456,0.406` token, and `--input-size C H W` into its side H (`--input-size 224` works too)."""
     out, i = [], 0
     while i < len(args):
         out.append(args[i])
-        if args[i] in CHANNEL_OPTIONS:
+        if args[i] in CHANNEL_OPTIONS or args[i] == "--input-size":
             values = []
             while i + 1 < len(args) and len(values) < 3 and _is_number(args[i + 1]):
                 values.append(args[i + 1])
                 i += 1
-            if values:
+            if args[i - len(values)] == "--input-size":
+                if values:
+                    out.append(_input_side(values))
+            elif values:
                 out.append(",".join(values))
         i += 1
     return out
+
+
+def _input_side(values: list[str]) -> str:
+    if len(values) == 1:
+        return values[0]
+    if len(values) == 3 and values[0] == "3" and values[1] == values[2]:
+        return values[1]
+    raise MixdeployError(f"--input-size {' '.join(values) or '(nothing)'}: give the side (224) or timm's C H W "
+                         "with 3 channels and a square image (3 224 224)")
 
 
 def _is_number(token: str) -> bool:
