@@ -98,29 +98,30 @@ def find_region(graph: ir.Graph, concat: ir.Node) -> Region | str:
 
 
 def classify(node: ir.Node, split_values: set, sizes: list[int]) -> str | tuple[str]:
-    """How `node` runs per branch: 'unary', 'binary', 'mean' or 'conv'; a 1-tuple (reason) if it cannot."""
+    """'branch' (one copy per branch), 'conv' (partial convs summed: the region ends there), or a
+    1-tuple (why `node` cannot run per branch)."""
     op, channels = node.op_type, sum(sizes)
     if node.domain not in ("", "ai.onnx") or len(node.outputs) != 1:
         return ("not a single-output ONNX op",)
     if op in CHANNELWISE_UNARY:
-        return "unary" if node.inputs[0] in split_values and not any(
+        return "branch" if node.inputs[0] in split_values and not any(
             v in split_values for v in node.inputs[1:]) else ("reads the branches as a parameter",)
     if op == "BatchNormalization":   # a per-channel affine: each branch takes its slice of the parameters
         params = [const_array(v) for v in node.inputs[1:5]]
         if node.inputs[0] in split_values and all(p is not None and p.shape == (channels,) for p in params):
-            return "unary"
+            return "branch"
         return ("BatchNormalization with computed or mis-shaped parameters",)
     if op in BROADCAST_BINARY:
         other = [v for v in node.inputs if v not in split_values]
         if other and broadcast_kind(other[0], channels) is None:
             return ("the other operand does not broadcast per channel",)
-        return "binary"
+        return "branch"
     if op in SPATIAL_MEANS:
-        return "mean" if is_spatial_mean(node) else ("reduces over channels or drops dims",)
+        return "branch" if is_spatial_mean(node) else ("reduces over channels or drops dims",)
     if op == "Conv":
         conv = conv_info(node)
         if conv is None or node.inputs[0] not in split_values:
-            return ("a Conv with computed weights or bias",)
+            return ("a Conv with computed weights or bias, or reading the branches as weights",)
         if conv.group > 1 and conv.weight.shape[1] * conv.group != channels:
             return ("grouped Conv whose input is not the concat",)
         if conv.group > len(sizes):
