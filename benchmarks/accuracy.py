@@ -48,6 +48,7 @@ TECHNIQUES: dict[str, QuantRecipe] = {
     "midminmax+small-minmax+bc+wr": QuantRecipe("midminmax+small-minmax+bc+wr", "midminmax", "minmax",
                                                 weight_rounding=True),
     "default": RECIPES["default"],
+    "per-branch": RECIPES["per-branch"],   # default + concat-free MixConvs (each branch its own scale)
 }
 
 

@@ -117,7 +117,7 @@ def calibrate(onnx_model: onnx.ModelProto | str | Path, calibration_nchw: np.nda
     import tensorflow as tf
 
     from mixdeploy.tflite import calibrate as tflite_calibrate
-    from mixdeploy.tflite.convert import load_onnx
+    from mixdeploy.tflite.convert import graph_for_recipe, load_onnx
     from mixdeploy.tflite.graph import trace_onnx
 
     if not isinstance(onnx_model, onnx.ModelProto):
@@ -125,10 +125,11 @@ def calibrate(onnx_model: onnx.ModelProto | str | Path, calibration_nchw: np.nda
     calibration_nchw = np.asarray(calibration_nchw, np.float32)
     if len(calibration_nchw) == 0:
         raise MixdeployError("blame needs calibration images (at least one)")
+    recipe = get_recipe(recipe)
+    onnx_model = graph_for_recipe(onnx_model, recipe, [])
     traced = trace_onnx(onnx_model, input_layout)
     float_model = tf.lite.TFLiteConverter.from_concrete_functions([traced.concrete_function], traced.module).convert()
     images = np.transpose(calibration_nchw, (0, 2, 3, 1)) if input_layout == "nhwc" else calibration_nchw
-    recipe = get_recipe(recipe)
     ranges = tflite_calibrate.measure_ranges(float_model, images, recipe.range_method,
                                              small_method=recipe.small_range_method)
     return CalibratedModel(tflite_calibrate.annotate_ranges(float_model, ranges), dict(traced.node_scopes),

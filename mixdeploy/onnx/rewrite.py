@@ -3,6 +3,8 @@
 Default order: fold_pad (so pads never hide a Conv from the next passes),
 fold_batchnorm (BN into the Convs, across MixConv concats), recognize_mixconv
 (also normalizes Slice-chain splits), fuse_grouped_pointwise, lower_mixconv.
+Opt-in, not in the default order: concat_free (MixConv concats pushed into the convs that read
+them, for int8: recipe `per-branch`, applied by the converter to the rewritten graph).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from mixdeploy.errors import MixdeployError
 from mixdeploy.onnx.graph import count_macs, op_histogram, to_ir, to_proto
 from mixdeploy.onnx.lowering import LOWERINGS
 from mixdeploy.onnx.passes import PassOutcome
+from mixdeploy.onnx.passes.concat_free import concat_free
 from mixdeploy.onnx.passes.fold_batchnorm import fold_batchnorm
 from mixdeploy.onnx.passes.fold_pad import fold_pad
 from mixdeploy.onnx.passes.fuse_grouped_pointwise import fuse_grouped_pointwise
@@ -30,6 +33,7 @@ SIMPLE_PASSES: dict[str, Callable[[ir.Model], PassOutcome]] = {
     "fold_batchnorm": fold_batchnorm,
     "recognize_mixconv": recognize_mixconv,
     "fuse_grouped_pointwise": fuse_grouped_pointwise,
+    "concat_free": concat_free,
 }
 ALL_PASSES = tuple(SIMPLE_PASSES) + ("lower_mixconv",)
 

@@ -65,12 +65,16 @@ def convert_onnx(model: onnx.ModelProto, out_path, precision: str = "fp32",
     recipe = get_recipe(recipe)
     check_options(input_layout, recipe)
     keep_float = list(keep_float or [])
+    notes: list[str] = []
+    if precision == "int8":
+        model = graph_for_recipe(model, recipe, notes)
     traced = trace_onnx(model, input_layout)
     calibration = check_precision_args(precision, calibration, io_dtype, traced.inputs[0])
     check_keep_float(keep_float, precision, traced.node_scopes)
 
-    flatbuffer, notes = run_converter(traced, precision, calibration, io_dtype, input_layout, progress,
-                                      keep_float, recipe)
+    flatbuffer, converter_notes = run_converter(traced, precision, calibration, io_dtype, input_layout, progress,
+                                                keep_float, recipe)
+    notes += converter_notes
     write_bytes_atomic(out_path, flatbuffer)
 
     from mixdeploy.tflite.inspect import inspect_tflite
@@ -99,6 +103,22 @@ def as_model_proto(model) -> onnx.ModelProto:
     if not model.graph.node:
         raise MixdeployError("the ONNX model has no nodes (empty or corrupt file); export it again")
     return model
+
+
+def graph_for_recipe(model: onnx.ModelProto, recipe: QuantRecipe, notes: list[str]) -> onnx.ModelProto:
+    """The ONNX graph the recipe quantizes: with `concat_free`, channel concats (MixConv branches)
+    pushed into the convs that read them, so each branch keeps its own int8 scale."""
+    if not recipe.concat_free:
+        return model
+    from mixdeploy.onnx.rewrite import rewrite
+
+    result = rewrite(model, passes=["concat_free"], verify=True)
+    details = result.report.passes[0].details
+    notes.append(f"concat-free: {len(details['matched'])} channel concat(s) pushed into the convs that read "
+                 f"them, {len(details['skipped'])} kept"
+                 + (f" ({details['skipped'][0]['concat']}: {details['skipped'][0]['reason']})"
+                    if details["skipped"] else ""))
+    return result.model
 
 
 def check_options(input_layout: str, recipe: QuantRecipe) -> None:

@@ -22,6 +22,8 @@ class QuantRecipe:
     small_range_method: str = "minmax"       # per-channel vectors (calibrate.is_channel_vector)
     bias_correction: bool = True             # fold the weight-rounding mean shift into conv biases
     weight_rounding: bool = False            # error-compensating int8 weight rounding (weight_rounding.py)
+    concat_free: bool = False                # MixConv concats pushed into the next convs: each branch keeps
+                                             # its own scale (mixdeploy/onnx/passes/concat_free.py)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -35,6 +37,9 @@ RECIPES: dict[str, QuantRecipe] = {
     "minmax": QuantRecipe("minmax", "minmax", "minmax", bias_correction=False),
     "percentile": QuantRecipe("percentile", "percentile", "minmax"),
     "no-bias-correction": QuantRecipe("no-bias-correction", bias_correction=False),
+    # default + no CONCATENATION after a MixConv: its branches keep their own int8 scales up to the
+    # sum of the next conv's partial convs (more ops; docs/accuracy.md, docs/rewrites.md)
+    "per-branch": QuantRecipe("per-branch", concat_free=True),
 }
 
 
