@@ -339,8 +339,8 @@ def test_on_device_parity_carries_the_arm_kernels_int8_rounding(lab, fake_tool, 
     from mixdeploy.data import load_images
 
     dev = lab.add("pixel", arm64_cpu="cortex-a76")
-    # With the default int8 recipe (bias correction) the ARM kernels' int8 logits equal x86's for
-    # most inputs (1 of 256 differs at 64 px): look through 256 for those that do not.
+    # The ARM kernels' int8 logits equal x86's for most inputs (trained_int8_64px says how many
+    # differ): look through 256 for those that do not.
     images = load_images("fashion-mnist", trained_model.preprocessing.with_size(64), limit=256).images
     # Inputs whose int8 logits the twin, run on its own, finds off the host's, and two it does not.
     alone = twin.compare_with_host(trained_int8_64px, images)

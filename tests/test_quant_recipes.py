@@ -16,7 +16,7 @@ import onnx
 import pytest
 
 from mixdeploy.tflite import calibrate, weight_rounding
-from mixdeploy.tflite.recipe import RECIPES, QuantRecipe, get_recipe
+from mixdeploy.tflite.recipe import RECIPES, get_recipe
 
 CHECKPOINT = Path(__file__).resolve().parents[1] / "mixdeploy" / "weights" / "mixnet_s_fashion_mnist.pt"
 

@@ -108,6 +108,16 @@ def new_node(namer: Namer, name: str, op_type: str, inputs, attributes=None, num
     return node
 
 
+def add_to_sum(namer: Namer, name: str, total: ir.Value | None, value: ir.Value, new_nodes: list) -> ir.Value:
+    """`total + value` (an Add appended to `new_nodes`), or `value` when there is no total yet:
+    how partial convs (kernel pieces, branch pieces) are summed back into one output."""
+    if total is None:
+        return value
+    add = new_node(namer, name, "Add", [total, value])
+    new_nodes.append(add)
+    return add.outputs[0]
+
+
 def _attrs(d: dict) -> list[ir.Attr]:
     out = []
     for k, v in d.items():

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from mixdeploy.onnx.graph import (ConvInfo, Namer, add_initializer, conv_attributes, conv_info, new_node, replace_value,
+from mixdeploy.onnx.graph import (ConvInfo, Namer, add_initializer, add_to_sum, conv_attributes, conv_info, new_node, replace_value,
                                   spatial_of)
 from mixdeploy.onnx.passes.branches import SplitConvConcat
 
@@ -197,12 +197,7 @@ def decompose_depthwise_conv(graph: ir.Graph, namer: Namer, conv: ConvInfo,
         piece = new_node(namer, f"{node.name}/piece{i}", "Conv", inputs,
                          conv_attributes(conv.group, conv.strides, (0, 0, 0, 0), conv.dilations, kernel=(r1 - r0, c1 - c0)))
         new_nodes.append(piece)
-        if total is None:
-            total = piece.outputs[0]
-        else:
-            add = new_node(namer, f"{node.name}/piece{i}/Add", "Add", [total, piece.outputs[0]])
-            new_nodes.append(add)
-            total = add.outputs[0]
+        total = add_to_sum(namer, f"{node.name}/piece{i}/Add", total, piece.outputs[0], new_nodes)
     total.shape, total.type = node.outputs[0].shape, node.outputs[0].type
     graph.insert_before(node, new_nodes)
     replace_value(node.outputs[0], total)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from mixdeploy.onnx.graph import (Namer, add_initializer, attr, channels_of, const_array, conv_attributes,
+from mixdeploy.onnx.graph import (Namer, add_initializer, add_to_sum, attr, channels_of, const_array, conv_attributes,
                                   conv_info, is_channel_axis, new_node, replace_value)
 from mixdeploy.onnx.passes import PassOutcome
 
@@ -250,12 +250,7 @@ def partial_convs(graph, namer, node: ir.Node, parts: list[ir.Value], sizes: lis
                                    inputs, conv_attributes(1, conv.strides, conv.pads, conv.dilations,
                                                            kernel=conv.kernel))
                 new_nodes.append(partial)
-                if total is None:
-                    total = partial.outputs[0]
-                else:
-                    add = new_node(namer, f"{node.name}/branch{i}/Add", "Add", [total, partial.outputs[0]])
-                    new_nodes.append(add)
-                    total = add.outputs[0]
+                total = add_to_sum(namer, f"{node.name}/branch{i}/Add", total, partial.outputs[0], new_nodes)
         group_sums.append(total)
     if groups == 1:
         return new_nodes, group_sums[0]
