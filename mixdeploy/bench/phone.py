@@ -28,6 +28,7 @@ from mixdeploy.bench.parse import BenchmarkOutput, OpProfileRow, parse_benchmark
 from mixdeploy.atomic import scratch_dir
 from mixdeploy.errors import DeviceError, MixdeployError
 from mixdeploy.parity import OutputDifference, compare, output_difference
+from mixdeploy.runtimes import dequantize, quantize_for_input
 
 CONFIG_PATH = Path("~/.config/mixdeploy/config.toml")
 PROFILES_PATH = Path(__file__).resolve().parents[2] / "android_bench" / "device_profiles.json"
@@ -395,8 +396,6 @@ def io_details(tflite_path: Path):
 
 def prepare_parity_inputs(images_nchw: np.ndarray, input_details: dict) -> list[np.ndarray]:
     """NCHW float32 (preprocessed) -> one tensor per image, exactly the model input (NHWC, dtype)."""
-    from mixdeploy.runtimes import quantize_for_input
-
     shape = [int(s) for s in input_details["shape"]]
     if images_nchw.ndim != 4 or images_nchw.shape[1:] != (shape[3], shape[1], shape[2]):
         raise MixdeployError(f"parity inputs have shape {tuple(images_nchw.shape)} but the model takes "
@@ -404,13 +403,6 @@ def prepare_parity_inputs(images_nchw: np.ndarray, input_details: dict) -> list[
                              f"float32 images preprocessed for this model")
     nhwc = images_nchw.astype(np.float32).transpose(0, 2, 3, 1)
     return [quantize_for_input(image[None], input_details) for image in nhwc]
-
-
-def dequantize(values: np.ndarray, details: dict) -> np.ndarray:
-    scale, zero_point = details["quantization"]
-    if np.dtype(details["dtype"]).kind in "iu" and scale:
-        return (values.astype(np.float32) - zero_point) * scale
-    return values.astype(np.float32)
 
 
 def input_file_flags(details: dict, path: str) -> list[str]:

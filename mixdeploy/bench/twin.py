@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mixdeploy import runtimes
 from mixdeploy.bench import phone
 from mixdeploy.atomic import scratch_dir
 from mixdeploy.errors import DeviceError, MixdeployError
@@ -233,8 +234,8 @@ def compare_with_host(tflite_path, images_nchw: np.ndarray, cpu: str = DEFAULT_C
     vs_host = phone.compare_outputs(host_raw, run.raw_outputs[0], out)
     n = len(tensors)
     return TwinParity(run=run, vs_host=vs_host, host_raw=host_raw,
-                      twin_logits=phone.dequantize(run.raw_outputs[0], out).reshape(n, -1),
-                      host_logits=phone.dequantize(host_raw, out).reshape(n, -1))
+                      twin_logits=runtimes.dequantize(run.raw_outputs[0], out).reshape(n, -1),
+                      host_logits=runtimes.dequantize(host_raw, out).reshape(n, -1))
 
 
 class TwinRunner:
@@ -301,7 +302,7 @@ class TwinBenchResult:
 def bench_twin(tflite_path, images, cpu: str = DEFAULT_CPU, torch_module=None, threads: int = 1,
                timeout_s: float = 600.0, progress=None) -> TwinBenchResult:
     """On-device parity on the twin. `images`: a mixdeploy.data.ImageSet (labels optional)."""
-    from mixdeploy import parity, runtimes
+    from mixdeploy import parity
     from mixdeploy.bench.host import host_info
 
     result = compare_with_host(tflite_path, images.images, cpu, threads, timeout_s, progress)
@@ -322,10 +323,10 @@ def bench_twin(tflite_path, images, cpu: str = DEFAULT_CPU, torch_module=None, t
 def reference_model(tflite_path):
     """(LoadedModel, None) for the PyTorch model a .tflite was exported from, when its
     manifest.json says how to rebuild it with the same weights; else (None, why not)."""
-    from mixdeploy.bench.report import read_manifest
+    from mixdeploy.artifacts import ExportFolder
     from mixdeploy.models import load_model
 
-    facts = (read_manifest(tflite_path) or {}).get("model") or {}
+    facts = ExportFolder.beside(tflite_path).model_facts
     source, sha = facts.get("source"), facts.get("weights_sha256")
     hint = "pass --torch-model NAME --weights FILE to compare with PyTorch too"
     if not source:
