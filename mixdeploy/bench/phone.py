@@ -31,7 +31,8 @@ from mixdeploy.parity import OutputDifference, compare, output_difference
 from mixdeploy.runtimes import dequantize, quantize_for_input
 
 CONFIG_PATH = Path("~/.config/mixdeploy/config.toml")
-PROFILES_PATH = Path(__file__).resolve().parents[2] / "android_bench" / "device_profiles.json"
+# Package data (pyproject's package-data), so an installed wheel has the profiles too.
+PROFILES_RESOURCE = "device_profiles.json"
 DELEGATE_FLAGS = {
     "xnnpack": ["--use_xnnpack=true"],
     "cpu": ["--use_xnnpack=false"],          # TFLite builtin kernels only
@@ -162,10 +163,16 @@ def resolve_benchmark_binary(flag: str | None = None) -> Path:
 
 
 def load_profiles(path: Path | None = None) -> list[dict]:
-    path = Path(path or os.environ.get("MIXDEPLOY_DEVICE_PROFILES") or PROFILES_PATH)
-    if not path.is_file():
+    """The device profiles: `path`, else $MIXDEPLOY_DEVICE_PROFILES, else the ones shipped in the package."""
+    from importlib import resources
+
+    given = path or os.environ.get("MIXDEPLOY_DEVICE_PROFILES")
+    if given is None:
+        shipped = resources.files("mixdeploy.bench").joinpath(PROFILES_RESOURCE)
+        return json.loads(shipped.read_text()).get("profiles", [])
+    if not Path(given).is_file():
         return []
-    return json.loads(path.read_text()).get("profiles", [])
+    return json.loads(Path(given).read_text()).get("profiles", [])
 
 
 def match_profile(state: DeviceState, profiles: list[dict]) -> dict | None:

@@ -38,7 +38,7 @@ from mixdeploy.parity import BackendMetrics
 TWIN_ENV = "MIXDEPLOY_ARM64_TWIN"
 SETUP_COMMAND = "bash android_bench/setup_arm64_twin.sh"
 QEMU = "qemu-aarch64-static"
-# The big-core class of the phones in android_bench/device_profiles.json (Tensor G1/G2: A76/A78
+# The big-core class of the phones in mixdeploy/bench/device_profiles.json (Tensor G1/G2: A76/A78
 # and X1; Snapdragon 865/888: A77/A78): qemu's nearest model is cortex-a76.
 DEFAULT_CPU = "cortex-a76"
 GUEST_SCRIPT = Path(__file__).resolve().parents[2] / "android_bench" / "twin_infer.py"

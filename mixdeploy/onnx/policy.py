@@ -1,7 +1,7 @@
 """`auto` lowering: per MixConv layer, the fastest candidate lowering where it was measured.
 
 Which lowering is fastest is an empirical, per-runtime, per-layer question (XNNPACK builds and
-CPUs differ; notes/tflite.md). Two sources of choices, one mechanism (`choose_lowerings`, called
+CPUs differ; docs/rewrites.md, "The measurements"). Two sources of choices, one mechanism (`choose_lowerings`, called
 by `rewrite(..., lowering="auto")` for each distinct layer signature):
 
 - measured on this machine: for each distinct layer signature the single-layer ONNX graph is
