@@ -35,8 +35,8 @@ from mixdeploy.atomic import PART_SUFFIX, check_output_dir, make_dirs, remove_em
 from mixdeploy.errors import MixdeployError
 from mixdeploy.manifest import MANIFEST_NAME, file_record, tool_versions, write_manifest
 from mixdeploy.preprocess import PreprocessingOverrides
+from mixdeploy.tflite.quantize import PRECISIONS   # the converter's: one list of what can be exported
 
-PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 Progress = Callable[[str, int, int], None]  # (stage description, done, total)
 
 

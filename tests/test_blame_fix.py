@@ -62,6 +62,7 @@ def test_blame_names_the_damaged_layer_and_ends_in_its_verified_fix(damaged):
     assert TARGET in blame["layers"][0]["onnx_nodes"]
     assert list(blame)[-1] == "fix"                     # the JSON report ends in the fix ...
     fix = blame["fix"]
+    print("\n" + fix["summary"])
     assert TARGET in fix["keep_float"]
     assert fix["before"]["top1_agreement"] == result["backends"][0]["top1_agreement"]
     assert fix["after"]["top1_agreement"] > fix["before"]["top1_agreement"] + 0.2

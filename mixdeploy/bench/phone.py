@@ -71,7 +71,7 @@ class SlowDepthwise:
 
 
 @dataclass
-class ParityResult:
+class DeviceParity:
     count: int
     top1_agreement: float
     cosine_min: float
@@ -91,7 +91,7 @@ class PhoneBenchResult:
     benchmark: BenchmarkOutput
     pushed: dict[str, bool]                 # file -> True if pushed, False if the cache had it
     slow_depthwise: list[SlowDepthwise] = field(default_factory=list)
-    parity: ParityResult | None = None
+    parity: DeviceParity | None = None
     notes: list[str] = field(default_factory=list)
     run_dir: str = ""
     server: str = ""                        # the adb server (HOST:PORT) the phone is attached to
@@ -428,7 +428,7 @@ def input_file_flags(details: dict, path: str) -> list[str]:
 
 def device_parity(adb: Adb, serial: str, tflite_path: Path, remote_binary: str, remote_model: str,
                   run_dir: str, images_nchw: np.ndarray, threads: int, delegate: str,
-                  cpu_mask: str | None, timeout_s: float) -> ParityResult:
+                  cpu_mask: str | None, timeout_s: float) -> DeviceParity:
     interp, input_details, output_details = io_details(tflite_path)
     tensors = prepare_parity_inputs(images_nchw, input_details)
     commands = []
@@ -475,7 +475,7 @@ def host_raw_outputs(interp, input_details: dict, tensors: list[np.ndarray]) -> 
     return [np.stack(values) for values in outputs]
 
 
-def compare_outputs(host_raw: np.ndarray, device_raw: np.ndarray, details: dict) -> ParityResult:
+def compare_outputs(host_raw: np.ndarray, device_raw: np.ndarray, details: dict) -> DeviceParity:
     """A device's raw outputs against the host's for the same inputs: logit metrics of the
     dequantized values and how many raw values differ (by how many quantization steps)."""
     result = compare_logits(dequantize(host_raw, details), dequantize(device_raw, details))
@@ -483,10 +483,10 @@ def compare_outputs(host_raw: np.ndarray, device_raw: np.ndarray, details: dict)
     return result
 
 
-def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> ParityResult:
+def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> DeviceParity:
     """Logits (N, ...) of a device against the host's, through mixdeploy.parity.compare."""
     metrics = compare(reference.reshape(len(reference), -1), candidate.reshape(len(candidate), -1),
                       backend="device")
-    return ParityResult(count=metrics.images, top1_agreement=metrics.top1_agreement,
+    return DeviceParity(count=metrics.images, top1_agreement=metrics.top1_agreement,
                         cosine_min=metrics.min_cosine, cosine_mean=metrics.mean_cosine,
                         max_abs_err=metrics.max_abs_error)

@@ -212,7 +212,7 @@ def _run_guest(twin: Twin, command: list[str], timeout_s: float, progress, what:
 @dataclass
 class TwinParity:
     run: TwinRun
-    vs_host: phone.ParityResult       # twin vs host LiteRT (x86) on the same input bytes
+    vs_host: phone.DeviceParity       # twin vs host LiteRT (x86) on the same input bytes
     host_raw: np.ndarray              # (N, ...) host LiteRT's raw first output
     twin_logits: np.ndarray           # (N, classes) float32, dequantized first output
     host_logits: np.ndarray
@@ -286,7 +286,7 @@ class TwinBenchResult:
     images: int
     inside: dict                        # facts from inside the twin
     host: dict                          # the x86 host and its LiteRT
-    vs_host: phone.ParityResult         # twin vs host LiteRT, same input bytes
+    vs_host: phone.DeviceParity         # twin vs host LiteRT, same input bytes
     vs_torch: BackendMetrics | None     # twin vs PyTorch (when the PyTorch model is known)
     host_vs_torch: BackendMetrics | None
     emulator_seconds: float
