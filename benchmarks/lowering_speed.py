@@ -92,7 +92,7 @@ def block_table(name: str = "tf-mixnet-s", first: str = "blocks.4.1.conv_pw/Spli
 
     from mixdeploy.models import load_model
     from mixdeploy.onnx.export import export_onnx, rename_nodes_by_module_path
-    from mixdeploy.onnx.graph import count_macs, op_histogram
+    from mixdeploy.onnx.graph import count_graph_macs, op_histogram
     from mixdeploy.onnx.rewrite import rewrite
 
     tmp = Path(tempfile.mkdtemp())
@@ -104,7 +104,7 @@ def block_table(name: str = "tf-mixnet-s", first: str = "blocks.4.1.conv_pw/Spli
     onnx.utils.extract_model(str(tmp / "sim.onnx"), str(tmp / "blk.onnx"), [nodes[first].input[0]], [nodes[last].output[0]])
     block = onnx.load(tmp / "blk.onnx")
     report = rewrite(block, lowering=lowering).report
-    cols = [("export", op_histogram(block), count_macs(block))] + [(p.name, p.ops_after, p.macs_after) for p in report.passes]
+    cols = [("export", op_histogram(block), count_graph_macs(block))] + [(p.name, p.ops_after, p.macs_after) for p in report.passes]
     print("| op | " + " | ".join(c[0] for c in cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
     for op in sorted(set().union(*[c[1] for c in cols])):

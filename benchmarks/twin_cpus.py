@@ -23,13 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def images_for(tflite_path: Path, count: int):
     from mixdeploy import data
-    from mixdeploy.bench.report import read_manifest
-    from mixdeploy.preprocess import Preprocessing
+    from mixdeploy.artifacts import ExportFolder
 
-    manifest = read_manifest(tflite_path) or {}
-    if "preprocessing" not in manifest:
+    preprocessing = ExportFolder.beside(tflite_path).preprocessing()
+    if preprocessing is None:
         raise SystemExit(f"{tflite_path}: no manifest.json beside it (export with `mixdeploy export`)")
-    return data.load_images("fashion-mnist", Preprocessing.from_dict(manifest["preprocessing"]), limit=count)
+    return data.load_images("fashion-mnist", preprocessing, limit=count)
 
 
 def seconds_per_image(tflite_path: Path, images, cpu: str, full_run_seconds: float) -> float:

@@ -241,22 +241,27 @@ class KeepFloatResult:
                 "latency_ratio": round(self.latency_ratio, 3)}
 
 
-def time_tflite(path, runs: int = 30, warmup: int = 5, threads: int = 1) -> ModelCost:
-    """Median single-image latency with LiteRT, measured by the host benchmark."""
-    from mixdeploy.bench.host import bench_host
+def time_interleaved(baseline_tflite, candidate_tflite, runs: int = 30, warmup: int = 5,
+                     threads: int = 1) -> tuple[ModelCost, ModelCost]:
+    """Median single-image LiteRT latency of both models, timed in ONE interleaved run (the host
+    bench's timer): load changes on a shared machine hit both alike, so the difference is the fix's."""
+    from mixdeploy.bench.host import bench_models
 
-    timing = bench_host(path, threads=(threads,), runs=runs, warmup=warmup).best()
-    return ModelCost(path=str(path), file_size=Path(path).stat().st_size, latency_ms=timing.median_ms, threads=threads)
+    medians = bench_models({"baseline": baseline_tflite, "candidate": candidate_tflite}, threads=(threads,),
+                           runs=runs, warmup=warmup)
+    return tuple(ModelCost(path=str(path), file_size=Path(path).stat().st_size,
+                           latency_ms=medians[label][str(threads)], threads=threads)
+                 for label, path in (("baseline", baseline_tflite), ("candidate", candidate_tflite)))
 
 
 def reexport_keep_float(onnx_model, keep_float: list[str], calibration_nchw: np.ndarray, out_path,
                         baseline_tflite, io_dtype: str = "int8", input_layout: str = "nhwc") -> KeepFloatResult:
-    """Convert again with `keep_float` ONNX nodes left in float; time and size both models."""
+    """Convert again with `keep_float` ONNX nodes left in float; size both models and time them together."""
     from mixdeploy.tflite.convert import convert_onnx
 
     if not keep_float:
         raise MixdeployError("--keep-float needs at least one ONNX node name (or 'auto')")
     convert_onnx(onnx_model, out_path, precision="int8", calibration=calibration_nchw, io_dtype=io_dtype,
                  input_layout=input_layout, keep_float=keep_float)
-    return KeepFloatResult(keep_float=list(keep_float), path=Path(out_path),
-                           baseline=time_tflite(baseline_tflite), candidate=time_tflite(out_path))
+    baseline, candidate = time_interleaved(baseline_tflite, out_path)
+    return KeepFloatResult(keep_float=list(keep_float), path=Path(out_path), baseline=baseline, candidate=candidate)

@@ -46,13 +46,3 @@ def tool_versions() -> dict:
 
 def write_manifest(out_dir: str | Path, manifest: dict) -> Path:
     return write_json_atomic(Path(out_dir) / MANIFEST_NAME, manifest)
-
-
-def read_manifest_near(path: str | Path) -> dict | None:
-    """The manifest.json beside an artifact, if there is one."""
-    import json
-
-    candidate = Path(path).with_name(MANIFEST_NAME)
-    if candidate.is_file():
-        return json.loads(candidate.read_text())
-    return None

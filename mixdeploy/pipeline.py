@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import shutil
 import tempfile
@@ -31,12 +30,13 @@ from typing import Callable, Iterator
 import numpy as np
 import onnx
 
+from mixdeploy.artifacts import ExportFolder
 from mixdeploy.atomic import PART_SUFFIX, check_output_dir, make_dirs, remove_empty_dirs, write_bytes_atomic
 from mixdeploy.errors import MixdeployError
 from mixdeploy.manifest import MANIFEST_NAME, file_record, tool_versions, write_manifest
 from mixdeploy.preprocess import PreprocessingOverrides
+from mixdeploy.tflite.quantize import PRECISIONS   # the converter's: one list of what can be exported
 
-PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 Progress = Callable[[str, int, int], None]  # (stage description, done, total)
 
 
@@ -205,10 +205,11 @@ def _previous_artifacts(out_dir: Path) -> set[str]:
     export's name (a killed publish can leave them without a manifest)."""
     names = {name for name in ARTIFACT_NAMES if (out_dir / name).is_file()}
     try:
-        listed = json.loads((out_dir / MANIFEST_NAME).read_text()).get("files", [])
+        listed = ExportFolder.read(out_dir).manifest.get("files", [])
+    except MixdeployError:
+        listed = []    # a manifest we cannot read: the known names are all we go by
+    if isinstance(listed, list):
         names |= {str(r["path"]) for r in listed if isinstance(r, dict) and "path" in r}
-    except (OSError, ValueError, AttributeError, TypeError):
-        pass    # no manifest, or one we cannot read: the known names are all we go by
     # only plain names of files in this folder: a manifest must not point the removal elsewhere
     return {n for n in names if Path(n).name == n and not n.startswith(".") and (out_dir / n).is_file()}
 
@@ -347,7 +348,7 @@ def _calibration_images(loaded, options, warn) -> np.ndarray:
 
 def _quick_parity(loaded, tflite_paths, options, progress, warn) -> dict:
     """Top-1 agreement, cosine and accuracy of each TFLite model against the reference (PyTorch or ONNX)."""
-    from mixdeploy import data, parity, runtimes
+    from mixdeploy import data, parity
 
     source = options.parity_data or options.calib
     if source is None:
@@ -355,22 +356,22 @@ def _quick_parity(loaded, tflite_paths, options, progress, warn) -> dict:
         image_set = data.ImageSet(images=images, labels=None, class_names=None, source="scikit-image samples")
     else:
         image_set = data.load_images(source, loaded.preprocessing, limit=options.parity_count, split="test")
-    runner = runtimes.make_runner(loaded)   # PyTorch, or onnxruntime on the user's original ONNX file
-    progress(f"parity: {runner.name}", 0, 1)
-    reference = runner.run(image_set.images)
-    summary = {"reference": runner.name, "data": image_set.source, "images": int(len(image_set.images)),
+    # the one parity core: the same runners and metrics as `mixdeploy parity`
+    paths = list(tflite_paths.values())
+    progress(f"parity: {len(paths)} model(s) on {len(image_set.images)} images", 0, 1)
+    reference_run, *runs = parity.run_backends(loaded, paths, images=image_set.images)
+    reference = reference_run.logits
+    summary = {"reference": reference_run.backend, "data": image_set.source, "images": int(len(image_set.images)),
                "backends": {}}
     not_finite = {}
-    for key, path in tflite_paths.items():
-        progress(f"parity: {path.name}", 0, 1)
-        logits = runtimes.TfliteRunner(path).run(image_set.images)
-        metrics = parity.compare(reference, logits, labels=image_set.labels)
+    for path, run in zip(paths, runs):
+        metrics = parity.compare(reference, run.logits, labels=image_set.labels, backend=run.backend)
         summary["backends"][path.name] = metrics.to_dict()
         if metrics.non_finite_outputs:
             not_finite[path.name] = metrics.non_finite_outputs
     reference_bad = int(np.size(reference) - np.count_nonzero(np.isfinite(reference)))
     if reference_bad:
-        not_finite[runner.name + " (the reference)"] = reference_bad
+        not_finite[reference_run.backend + " (the reference)"] = reference_bad
     if not_finite:
         raise MixdeployError(
             "the exported models are not usable: NaN or infinite outputs on the parity images ("

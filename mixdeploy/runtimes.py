@@ -104,6 +104,15 @@ def quantize_for_input(values: np.ndarray, details: dict) -> np.ndarray:
     return np.clip(np.rint(values / scale + zero_point), info.min, info.max).astype(dtype)
 
 
+def dequantize(values: np.ndarray, details: dict) -> np.ndarray:
+    """A TFLite output's values -> float32 (int8/int16 via its scale / zero point). The one
+    dequantize: host runs, phone and ARM64-twin outputs all go through it."""
+    scale, zero_point = details["quantization"]
+    if np.dtype(details["dtype"]).kind in "iu" and scale:
+        return (values.astype(np.float32) - zero_point) * np.float32(scale)
+    return values.astype(np.float32)
+
+
 def default_tflite_threads() -> int:
     """LiteRT's thread count when none is asked for (XNNPACK gains little past 4 threads)."""
     return min(4, os.cpu_count() or 1)
@@ -165,12 +174,6 @@ class TfliteRunner:
     def _quantize_input(self, x: np.ndarray) -> np.ndarray:
         return quantize_for_input(x, self._input)
 
-    def _dequantize_output(self, y: np.ndarray) -> np.ndarray:
-        if self._output["dtype"] in (np.float32, np.float16):
-            return y.astype(np.float32)
-        scale, zero_point = self._output["quantization"]
-        return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
-
     def run(self, images_nchw, batch_size=64, progress=None):
         images = images_nchw.transpose(0, 2, 3, 1) if self.input_layout == "nhwc" else images_nchw
         outputs = []
@@ -186,7 +189,7 @@ class TfliteRunner:
                     raise MixdeployError(f"LiteRT cannot run {self.path} on inputs of shape {tuple(chunk.shape)}: "
                                          f"{_first_line(err)}") from None
                 out = self.interpreter.get_tensor(self._output["index"])
-                outputs.append(self._dequantize_output(out)[: len(chunk)].copy())
+                outputs.append(dequantize(out, self._output)[: len(chunk)].copy())
             if progress:
                 progress(end - start)
         return np.concatenate(outputs).reshape(len(images), -1)

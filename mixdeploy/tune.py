@@ -300,7 +300,7 @@ def fingerprint_id(fingerprint: dict) -> str:
 
 def run_tune(options: TuneOptions, progress: Progress = lambda *a: None,
              warn: Callable[[str], None] = print) -> TuneResult:
-    if options.precision not in policy.PRECISIONS:
+    if options.precision not in policy.TIMED_PRECISIONS:
         raise MixdeployError(f"--precision {options.precision!r}: tune measures fp32 or int8")
     with tempfile.TemporaryDirectory(prefix="mixdeploy-tune-") as tmp:
         work = Path(options.out_dir) if options.out_dir else Path(tmp)

@@ -7,7 +7,6 @@ is downloaded. Session-scoped: the ONNX export and the TFLite conversions are pa
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -21,7 +20,8 @@ import pytest
 os.environ.setdefault("MIXDEPLOY_CACHE_DIR", tempfile.mkdtemp(prefix="mixdeploy-test-cache-"))
 
 TESTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(TESTS))  # `from timm_oracle import timm`
+# tests/ is on the import path through pyproject's `pythonpath = ["tests"]` (shared helpers:
+# `from timm_oracle import timm`, `from test_convert_support import ...`).
 
 REPO = TESTS.parent
 # MIXDEPLOY_TEST_CHECKPOINT lets a developer point the fixtures at another checkpoint of the same kind.

@@ -163,7 +163,7 @@ def test_report_sections_come_from_every_input(release):
     assert sections["latency"]["plots"] == ["latency-vs-macs"] and not sections["latency"]["notes"]
     assert sections["blame"]["plots"] and not sections["blame"]["notes"]      # blame and the verified fix
     html = (release["out"] / "report.html").read_text()
-    fix = release["parity"]["blame"]["keep_float"]
+    fix = release["parity"]["blame"]["fix"]
     assert "The fix, verified: " + ", ".join(fix["keep_float"]) in html
     # the MixConv table lists every layer the rewrite recognised, with the lowering it applied
     for layer in release["manifest"]["stages"]["rewrite"]["lowering_choices"]:

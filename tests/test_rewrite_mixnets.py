@@ -77,8 +77,9 @@ def test_default_passes_keep_the_function(exported, lowering):
     assert [p["name"] for p in report["passes"]] == list(DEFAULT_PASSES)
     # a layer the lowering cannot improve keeps a simpler form (pad_decompose of a 3/5 MixConv is pad)
     allowed = {"split", lowering} | ({"pad"} if lowering == "pad_decompose" else set())
-    assert set(result.report.lowering_choices.values()) <= allowed
-    assert lowering in set(result.report.lowering_choices.values()) or lowering == "split"
+    choices = set(result.report.lowering_choices.values())
+    assert choices <= allowed
+    assert lowering in choices   # at least one layer took the lowering asked for (every layer, for split)
 
 
 @pytest.mark.parametrize("pass_name", ALL_PASSES)

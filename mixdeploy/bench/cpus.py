@@ -3,7 +3,7 @@
 Phones take cores offline under thermal and power management (the big ones first), and
 `taskset MASK` fails outright ("failed to set pid's affinity: Invalid argument") when no core of
 the mask is online. So the mask is decided per run: the profile's big cores
-(android_bench/device_profiles.json) intersected with /sys/devices/system/cpu/online; when none
+(mixdeploy/bench/device_profiles.json) intersected with /sys/devices/system/cpu/online; when none
 of them is online, or the phone has no profile, the fastest online cores by
 cpufreq/cpuinfo_max_freq (the top cluster). Every departure from the profile is a note in the result.
 """
@@ -104,7 +104,7 @@ def choose_pinning(profile: dict | None, facts: CpuFacts | None, device: str) ->
             return Pinning(wanted, None, f"could not read {CPU_ROOT}/online: pinned to the profile's cores "
                                          f"{format_cpus(wanted)} unchecked")
         return Pinning(None, None, f"no device profile for {device} and {CPU_ROOT}/online unreadable: ran "
-                                   f"without CPU pinning (add one to android_bench/device_profiles.json)")
+                                   f"without CPU pinning (add one to mixdeploy/bench/device_profiles.json)")
     online = facts.online
     if wanted:
         kept = [c for c in wanted if c in online]
@@ -126,7 +126,7 @@ def choose_pinning(profile: dict | None, facts: CpuFacts | None, device: str) ->
                                         f"cores {format_cpus(fastest)}{_ghz(facts, fastest)}")
     return Pinning(fastest, online, f"no device profile for {device}: pinned to its fastest online cores "
                                     f"{format_cpus(fastest)}{_ghz(facts, fastest)} (cpuinfo_max_freq; add a "
-                                    f"profile to android_bench/device_profiles.json to choose)")
+                                    f"profile to mixdeploy/bench/device_profiles.json to choose)")
 
 
 def default_threads(profile: dict | None, pinning: Pinning) -> int:

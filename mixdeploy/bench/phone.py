@@ -28,9 +28,11 @@ from mixdeploy.bench.parse import BenchmarkOutput, OpProfileRow, parse_benchmark
 from mixdeploy.atomic import scratch_dir
 from mixdeploy.errors import DeviceError, MixdeployError
 from mixdeploy.parity import OutputDifference, compare, output_difference
+from mixdeploy.runtimes import dequantize, quantize_for_input
 
 CONFIG_PATH = Path("~/.config/mixdeploy/config.toml")
-PROFILES_PATH = Path(__file__).resolve().parents[2] / "android_bench" / "device_profiles.json"
+# Package data (pyproject's package-data), so an installed wheel has the profiles too.
+PROFILES_RESOURCE = "device_profiles.json"
 DELEGATE_FLAGS = {
     "xnnpack": ["--use_xnnpack=true"],
     "cpu": ["--use_xnnpack=false"],          # TFLite builtin kernels only
@@ -69,7 +71,7 @@ class SlowDepthwise:
 
 
 @dataclass
-class ParityResult:
+class DeviceParity:
     count: int
     top1_agreement: float
     cosine_min: float
@@ -89,7 +91,7 @@ class PhoneBenchResult:
     benchmark: BenchmarkOutput
     pushed: dict[str, bool]                 # file -> True if pushed, False if the cache had it
     slow_depthwise: list[SlowDepthwise] = field(default_factory=list)
-    parity: ParityResult | None = None
+    parity: DeviceParity | None = None
     notes: list[str] = field(default_factory=list)
     run_dir: str = ""
     server: str = ""                        # the adb server (HOST:PORT) the phone is attached to
@@ -161,10 +163,16 @@ def resolve_benchmark_binary(flag: str | None = None) -> Path:
 
 
 def load_profiles(path: Path | None = None) -> list[dict]:
-    path = Path(path or os.environ.get("MIXDEPLOY_DEVICE_PROFILES") or PROFILES_PATH)
-    if not path.is_file():
+    """The device profiles: `path`, else $MIXDEPLOY_DEVICE_PROFILES, else the ones shipped in the package."""
+    from importlib import resources
+
+    given = path or os.environ.get("MIXDEPLOY_DEVICE_PROFILES")
+    if given is None:
+        shipped = resources.files("mixdeploy.bench").joinpath(PROFILES_RESOURCE)
+        return json.loads(shipped.read_text()).get("profiles", [])
+    if not Path(given).is_file():
         return []
-    return json.loads(path.read_text()).get("profiles", [])
+    return json.loads(Path(given).read_text()).get("profiles", [])
 
 
 def match_profile(state: DeviceState, profiles: list[dict]) -> dict | None:
@@ -395,8 +403,6 @@ def io_details(tflite_path: Path):
 
 def prepare_parity_inputs(images_nchw: np.ndarray, input_details: dict) -> list[np.ndarray]:
     """NCHW float32 (preprocessed) -> one tensor per image, exactly the model input (NHWC, dtype)."""
-    from mixdeploy.runtimes import quantize_for_input
-
     shape = [int(s) for s in input_details["shape"]]
     if images_nchw.ndim != 4 or images_nchw.shape[1:] != (shape[3], shape[1], shape[2]):
         raise MixdeployError(f"parity inputs have shape {tuple(images_nchw.shape)} but the model takes "
@@ -404,13 +410,6 @@ def prepare_parity_inputs(images_nchw: np.ndarray, input_details: dict) -> list[
                              f"float32 images preprocessed for this model")
     nhwc = images_nchw.astype(np.float32).transpose(0, 2, 3, 1)
     return [quantize_for_input(image[None], input_details) for image in nhwc]
-
-
-def dequantize(values: np.ndarray, details: dict) -> np.ndarray:
-    scale, zero_point = details["quantization"]
-    if np.dtype(details["dtype"]).kind in "iu" and scale:
-        return (values.astype(np.float32) - zero_point) * scale
-    return values.astype(np.float32)
 
 
 def input_file_flags(details: dict, path: str) -> list[str]:
@@ -429,7 +428,7 @@ def input_file_flags(details: dict, path: str) -> list[str]:
 
 def device_parity(adb: Adb, serial: str, tflite_path: Path, remote_binary: str, remote_model: str,
                   run_dir: str, images_nchw: np.ndarray, threads: int, delegate: str,
-                  cpu_mask: str | None, timeout_s: float) -> ParityResult:
+                  cpu_mask: str | None, timeout_s: float) -> DeviceParity:
     interp, input_details, output_details = io_details(tflite_path)
     tensors = prepare_parity_inputs(images_nchw, input_details)
     commands = []
@@ -476,7 +475,7 @@ def host_raw_outputs(interp, input_details: dict, tensors: list[np.ndarray]) -> 
     return [np.stack(values) for values in outputs]
 
 
-def compare_outputs(host_raw: np.ndarray, device_raw: np.ndarray, details: dict) -> ParityResult:
+def compare_outputs(host_raw: np.ndarray, device_raw: np.ndarray, details: dict) -> DeviceParity:
     """A device's raw outputs against the host's for the same inputs: logit metrics of the
     dequantized values and how many raw values differ (by how many quantization steps)."""
     result = compare_logits(dequantize(host_raw, details), dequantize(device_raw, details))
@@ -484,10 +483,10 @@ def compare_outputs(host_raw: np.ndarray, device_raw: np.ndarray, details: dict)
     return result
 
 
-def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> ParityResult:
+def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> DeviceParity:
     """Logits (N, ...) of a device against the host's, through mixdeploy.parity.compare."""
     metrics = compare(reference.reshape(len(reference), -1), candidate.reshape(len(candidate), -1),
                       backend="device")
-    return ParityResult(count=metrics.images, top1_agreement=metrics.top1_agreement,
+    return DeviceParity(count=metrics.images, top1_agreement=metrics.top1_agreement,
                         cosine_min=metrics.min_cosine, cosine_mean=metrics.mean_cosine,
                         max_abs_err=metrics.max_abs_error)

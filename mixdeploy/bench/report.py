@@ -6,15 +6,14 @@ MACs come from the manifest.json that `mixdeploy export` writes beside its .tfli
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mixdeploy.artifacts import ExportFolder
 from mixdeploy.atomic import atomic_path
 
 MAC_BUDGET = 600_000_000      # the mobile-setting budget MixNets were designed for (<600M MACs)
-MANIFEST_NAME = "manifest.json"
 
 
 @dataclass
@@ -40,30 +39,16 @@ class LatencyRow:
         return {**asdict(self), "within_budget": self.within_budget, "ms_per_gmac": self.ms_per_gmac}
 
 
-def read_manifest(tflite_path: str | os.PathLike) -> dict | None:
-    candidate = Path(tflite_path).with_name(MANIFEST_NAME)
-    if not candidate.is_file():
-        return None
-    try:
-        return json.loads(candidate.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None   # a broken manifest must not stop a benchmark; the MACs column stays empty
-
-
 def macs_for(tflite_path: str | os.PathLike) -> int | None:
-    manifest = read_manifest(tflite_path) or {}
-    macs = manifest.get("macs", (manifest.get("model") or {}).get("macs"))
-    return int(macs) if macs is not None else None
+    return ExportFolder.beside(tflite_path).macs
 
 
 def lowering_for(tflite_path: str | os.PathLike) -> str | None:
-    manifest = read_manifest(tflite_path) or {}
-    return ((manifest.get("stages") or {}).get("rewrite") or {}).get("lowering")
+    return ExportFolder.beside(tflite_path).lowering
 
 
 def label_for(tflite_path: str | os.PathLike) -> str:
-    manifest = read_manifest(tflite_path) or {}
-    name = (manifest.get("model") or {}).get("name")
+    name = ExportFolder.beside(tflite_path).model_name
     path = Path(tflite_path)
     return f"{name}/{path.name}" if name else path.name
 

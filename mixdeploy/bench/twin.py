@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mixdeploy import runtimes
 from mixdeploy.bench import phone
 from mixdeploy.atomic import scratch_dir
 from mixdeploy.errors import DeviceError, MixdeployError
@@ -37,7 +38,7 @@ from mixdeploy.parity import BackendMetrics
 TWIN_ENV = "MIXDEPLOY_ARM64_TWIN"
 SETUP_COMMAND = "bash android_bench/setup_arm64_twin.sh"
 QEMU = "qemu-aarch64-static"
-# The big-core class of the phones in android_bench/device_profiles.json (Tensor G1/G2: A76/A78
+# The big-core class of the phones in mixdeploy/bench/device_profiles.json (Tensor G1/G2: A76/A78
 # and X1; Snapdragon 865/888: A77/A78): qemu's nearest model is cortex-a76.
 DEFAULT_CPU = "cortex-a76"
 GUEST_SCRIPT = Path(__file__).resolve().parents[2] / "android_bench" / "twin_infer.py"
@@ -211,7 +212,7 @@ def _run_guest(twin: Twin, command: list[str], timeout_s: float, progress, what:
 @dataclass
 class TwinParity:
     run: TwinRun
-    vs_host: phone.ParityResult       # twin vs host LiteRT (x86) on the same input bytes
+    vs_host: phone.DeviceParity       # twin vs host LiteRT (x86) on the same input bytes
     host_raw: np.ndarray              # (N, ...) host LiteRT's raw first output
     twin_logits: np.ndarray           # (N, classes) float32, dequantized first output
     host_logits: np.ndarray
@@ -233,8 +234,8 @@ def compare_with_host(tflite_path, images_nchw: np.ndarray, cpu: str = DEFAULT_C
     vs_host = phone.compare_outputs(host_raw, run.raw_outputs[0], out)
     n = len(tensors)
     return TwinParity(run=run, vs_host=vs_host, host_raw=host_raw,
-                      twin_logits=phone.dequantize(run.raw_outputs[0], out).reshape(n, -1),
-                      host_logits=phone.dequantize(host_raw, out).reshape(n, -1))
+                      twin_logits=runtimes.dequantize(run.raw_outputs[0], out).reshape(n, -1),
+                      host_logits=runtimes.dequantize(host_raw, out).reshape(n, -1))
 
 
 class TwinRunner:
@@ -285,7 +286,7 @@ class TwinBenchResult:
     images: int
     inside: dict                        # facts from inside the twin
     host: dict                          # the x86 host and its LiteRT
-    vs_host: phone.ParityResult         # twin vs host LiteRT, same input bytes
+    vs_host: phone.DeviceParity         # twin vs host LiteRT, same input bytes
     vs_torch: BackendMetrics | None     # twin vs PyTorch (when the PyTorch model is known)
     host_vs_torch: BackendMetrics | None
     emulator_seconds: float
@@ -301,7 +302,7 @@ class TwinBenchResult:
 def bench_twin(tflite_path, images, cpu: str = DEFAULT_CPU, torch_module=None, threads: int = 1,
                timeout_s: float = 600.0, progress=None) -> TwinBenchResult:
     """On-device parity on the twin. `images`: a mixdeploy.data.ImageSet (labels optional)."""
-    from mixdeploy import parity, runtimes
+    from mixdeploy import parity
     from mixdeploy.bench.host import host_info
 
     result = compare_with_host(tflite_path, images.images, cpu, threads, timeout_s, progress)
@@ -322,10 +323,10 @@ def bench_twin(tflite_path, images, cpu: str = DEFAULT_CPU, torch_module=None, t
 def reference_model(tflite_path):
     """(LoadedModel, None) for the PyTorch model a .tflite was exported from, when its
     manifest.json says how to rebuild it with the same weights; else (None, why not)."""
-    from mixdeploy.bench.report import read_manifest
+    from mixdeploy.artifacts import ExportFolder
     from mixdeploy.models import load_model
 
-    facts = (read_manifest(tflite_path) or {}).get("model") or {}
+    facts = ExportFolder.beside(tflite_path).model_facts
     source, sha = facts.get("source"), facts.get("weights_sha256")
     hint = "pass --torch-model NAME --weights FILE to compare with PyTorch too"
     if not source:

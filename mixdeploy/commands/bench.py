@@ -150,13 +150,14 @@ def _check_flags_fit_target(device: str, **flags) -> None:
 
 def _bench_on_host(files, threads, runs, warmup, use_xnnpack, baselines, onnx_path, torch_model,
                    weights, quiet):
+    from mixdeploy.artifacts import ExportFolder
     from mixdeploy.bench import report
     from mixdeploy.bench.host import bench_host
 
     torch_module = _load_torch_module(torch_model, weights) if "torch" in baselines else None
     results, rows = [], []
     for path in files:
-        onnx_for_file = onnx_path or _onnx_beside(path) if "onnxruntime" in baselines else None
+        onnx_for_file = onnx_path or ExportFolder.beside(path).onnx() if "onnxruntime" in baselines else None
         if not quiet:
             stderr.print(escape(f"benchmarking {path} on the host ({runs} runs x {len(threads)} thread settings)"))
         result = bench_host(path, threads=threads, runs=runs, warmup=warmup, use_xnnpack=use_xnnpack,
@@ -164,14 +165,6 @@ def _bench_on_host(files, threads, runs, warmup, use_xnnpack, baselines, onnx_pa
         results.append(result.to_dict())
         rows += report.rows_from_host(result)
     return results, rows
-
-
-def _onnx_beside(tflite_path: str) -> str | None:
-    for name in ("model.opt.onnx", "model.onnx"):
-        candidate = Path(tflite_path).with_name(name)
-        if candidate.is_file():
-            return str(candidate)
-    return None
 
 
 def _load_torch_module(name: str | None, weights: str | None):
@@ -249,14 +242,12 @@ def _parity_images(tflite_path: str, source: str, count: int):
 
     if source.endswith(".npy"):
         return data.ImageSet(images=_preprocessed_npy(source, count), labels=None, class_names=None, source=source)
-    from mixdeploy.bench import report
+    from mixdeploy.artifacts import ExportFolder
     from mixdeploy.bench.host import tflite_input_details
     from mixdeploy.preprocess import Preprocessing
 
-    manifest = report.read_manifest(tflite_path) or {}
-    if "preprocessing" in manifest:
-        preprocessing = Preprocessing.from_dict(manifest["preprocessing"])
-    else:
+    preprocessing = ExportFolder.beside(tflite_path).preprocessing()
+    if preprocessing is None:
         shape = tflite_input_details(tflite_path)["shape"]
         preprocessing = Preprocessing().with_size(int(shape[1]))
     return data.load_images(source, preprocessing, limit=count)

@@ -27,7 +27,7 @@ OUTPUT_NAME = "logits"
 
 
 @dataclass
-class ExportResult:
+class OnnxExport:
     path: Path
     opset: int
     input_name: str
@@ -45,7 +45,7 @@ class ExportResult:
 
 
 def export_onnx(module: torch.nn.Module, input_size: int | tuple[int, int], path, opset: int = 17,
-                dynamic_batch: bool = False, simplify: bool = True) -> ExportResult:
+                dynamic_batch: bool = False, simplify: bool = True) -> OnnxExport:
     """Export `module` (eval mode) with a 1x3xHxW input, simplify with onnxsim, write atomically."""
     start = time.perf_counter()
     h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
@@ -56,7 +56,7 @@ def export_onnx(module: torch.nn.Module, input_size: int | tuple[int, int], path
     onnx.checker.check_model(model)
     path = Path(path)
     write_bytes_atomic(path, model.SerializeToString())
-    return ExportResult(path=path, opset=opset, input_name=INPUT_NAME, output_name=OUTPUT_NAME,
+    return OnnxExport(path=path, opset=opset, input_name=INPUT_NAME, output_name=OUTPUT_NAME,
                         input_shape=["N" if dynamic_batch else 1, 3, int(h), int(w)],
                         op_histogram=op_histogram(model), seconds=time.perf_counter() - start,
                         simplified=simplify)

@@ -203,7 +203,7 @@ def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
     return dict(sorted(collections.Counter(n.op_type for n in model.graph.node).items()))
 
 
-def count_macs(model: onnx.ModelProto, infer: bool = True) -> int:
+def count_graph_macs(model: onnx.ModelProto, infer: bool = True) -> int:
     """Multiply-accumulates of Conv, Gemm and MatMul (the usual 'FLOPs' convention of papers)."""
     inferred = onnx.shape_inference.infer_shapes(model) if infer else model
     shapes = {}

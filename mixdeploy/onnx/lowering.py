@@ -6,7 +6,7 @@
 - `decompose`: each group with a kernel over 25 taps (7x7 and up) becomes a sum of
                depthwise convs of at most 25 taps over shifted windows of the once-padded
                input. XNNPACK's fast depthwise kernels stop at 25 taps; 7x7/9x9 fall to a
-               generic path ~10x slower per MAC (notes/tflite.md), so four pieces beat one 9x9.
+               generic path ~10x slower per MAC (docs/rewrites.md, "The measurements"), so four pieces beat one 9x9.
 - `pad_decompose`: `pad`, then the one big depthwise conv decomposed: no Split/Concat at all.
 """
 

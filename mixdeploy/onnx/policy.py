@@ -1,7 +1,7 @@
 """`auto` lowering: per MixConv layer, the fastest candidate lowering where it was measured.
 
 Which lowering is fastest is an empirical, per-runtime, per-layer question (XNNPACK builds and
-CPUs differ; notes/tflite.md). Two sources of choices, one mechanism (`choose_lowerings`, called
+CPUs differ; docs/rewrites.md, "The measurements"). Two sources of choices, one mechanism (`choose_lowerings`, called
 by `rewrite(..., lowering="auto")` for each distinct layer signature):
 
 - measured on this machine: for each distinct layer signature the single-layer ONNX graph is
@@ -36,7 +36,7 @@ from mixdeploy.errors import MixdeployError
 from mixdeploy.onnx.lowering import LOWERINGS
 from mixdeploy.onnx.passes.recognize_mixconv import MixConvSpec
 
-PRECISIONS = ("fp32", "int8")
+TIMED_PRECISIONS = ("fp32", "int8")   # the runtimes a lowering is timed on
 # Within this fraction of the fastest, the simpler lowering (earlier in LOWERINGS) wins:
 # sub-10-microsecond layers differ by timer noise, not by kernel quality.
 TIE_TOLERANCE = 0.05
@@ -123,7 +123,7 @@ def choose_lowerings(specs: list[MixConvSpec], runtime: str = "fp32",
                      candidates=LOWERINGS) -> dict[str, str]:
     """signature -> lowering for every spec: tuned on a device when `use_tuned` is active and
     has the signature, else the fastest measured here (once per distinct signature, cached)."""
-    if runtime not in PRECISIONS:
+    if runtime not in TIMED_PRECISIONS:
         raise MixdeployError(f"unknown runtime precision {runtime!r} for lowering=auto; use fp32 or int8.")
     distinct = {s.signature: s for s in specs}
     chosen = _tuned_choices(specs, runtime)

@@ -17,7 +17,7 @@ import onnx
 import onnx_ir as ir
 
 from mixdeploy.errors import MixdeployError
-from mixdeploy.onnx.graph import count_macs, op_histogram, to_ir, to_proto
+from mixdeploy.onnx.graph import count_graph_macs, op_histogram, to_ir, to_proto
 from mixdeploy.onnx.lowering import LOWERINGS
 from mixdeploy.onnx.passes import PassOutcome
 from mixdeploy.onnx.passes.concat_free import concat_free
@@ -119,7 +119,7 @@ def rewrite(model: onnx.ModelProto, lowering: str = "auto", passes=None, *, runt
     start = time.perf_counter()
     report = RewriteReport(lowering=lowering)
     current = onnx.shape_inference.infer_shapes(model)
-    ops_now, macs_now = op_histogram(current), count_macs(current, infer=False)
+    ops_now, macs_now = op_histogram(current), count_graph_macs(current, infer=False)
     for name in names:
         t0 = time.perf_counter()
         ir_model = to_ir(current, infer=False)
@@ -127,8 +127,8 @@ def rewrite(model: onnx.ModelProto, lowering: str = "auto", passes=None, *, runt
             outcome = lower_mixconvs(ir_model, _chooser(ir_model, lowering, runtime, progress))
         else:
             outcome = SIMPLE_PASSES[name](ir_model)
-        rewritten = to_proto(ir_model)  # shape-inferred: the next pass and count_macs rely on it
-        ops_after, macs_after = op_histogram(rewritten), count_macs(rewritten, infer=False)
+        rewritten = to_proto(ir_model)  # shape-inferred: the next pass and count_graph_macs rely on it
+        ops_after, macs_after = op_histogram(rewritten), count_graph_macs(rewritten, infer=False)
         report.passes.append(PassReport(
             name=name, touched=outcome.touched, ops_before=ops_now, ops_after=ops_after,
             macs_before=macs_now, macs_after=macs_after,

@@ -336,15 +336,15 @@ def blame_section(inputs: Inputs) -> Section:
             [num(str(layer["rank"])), txt(layer["op"]), txt(", ".join(layer.get("onnx_nodes") or []) or layer["tensor"]),
              num(f"{layer['rmse_over_scale']:.3f}", flag="worse" if layer["rmse_over_scale"] > 2 * ideal else None),
              num(plain(layer.get("max_abs_error"), ".4g"))] for layer in layers[:10]]))
-        section.add(*_fix_blocks(blame.get("keep_float")))
+        section.add(*_fix_blocks(blame.get("fix")))
     return section
 
 
 def _fix_blocks(fix: dict | None) -> list:
     if not fix:
-        return [Note("No fix tried: `mixdeploy parity ... --keep-float auto` converts again with the worst "
-                     "layers in float and re-runs parity on it.")]
-    rerun = fix.get("parity") or {}
+        return [Note("No fix tried: `mixdeploy parity` converts again with the worst layers in float and "
+                     "re-runs parity on it when an int8 model fails (or with `--keep-float auto`).")]
+    rerun, before = fix.get("parity") or {}, fix.get("before") or {}
     base, cand = fix.get("baseline") or {}, fix.get("candidate") or {}
     verdict = txt("passes every threshold", flag="better") if fix.get("passed") else txt("still fails", flag="worse")
     return [Heading("The fix, verified: " + ", ".join(fix.get("keep_float", [])) + " kept in float"),
@@ -352,8 +352,9 @@ def _fix_blocks(fix: dict | None) -> list:
                 [txt("file size"), num(megabytes(base.get("file_size"))), num(megabytes(cand.get("file_size")))],
                 [txt("LiteRT latency (ms)"), num(ms(base.get("latency_ms"))),
                  num(f"{ms(cand.get('latency_ms'))} (x{fix.get('latency_ratio', float('nan')):.2f})")],
-                [txt("top-1 agreement"), num("-"), num(pct(rerun.get("top1_agreement")))],
-                [txt("top-1 drop (points)"), num("-"), num(plain(rerun.get("top1_drop_points"), "+.2f"))],
+                [txt("top-1 agreement"), num(pct(before.get("top1_agreement"))), num(pct(rerun.get("top1_agreement")))],
+                [txt("top-1 drop (points)"), num(plain(before.get("top1_drop_points"), "+.2f")),
+                 num(plain(rerun.get("top1_drop_points"), "+.2f"))],
                 [txt("parity gate"), txt(""), verdict]])]
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mixdeploy.errors import MixdeployError
+from mixdeploy.manifest import MANIFEST_NAME
 
-MANIFEST_NAME = "manifest.json"
 MAX_DEPTH = 3          # release folder / model folder / parity folder
 WHAT_TO_GIVE = ("give export folders (with manifest.json), the output of `mixdeploy bench --json` "
                 "or `mixdeploy parity --json`, or a `parity --report` folder")

@@ -75,7 +75,7 @@ def onnx_opset(model: onnx.ModelProto) -> int:
     return 17
 
 
-def graph_inputs(model: onnx.ModelProto, input_layout: str) -> list[GraphInput]:
+def traced_inputs(model: onnx.ModelProto, input_layout: str) -> list[GraphInput]:
     initializer_names = {init.name for init in model.graph.initializer}
     inputs = []
     for inp in model.graph.input:
@@ -119,7 +119,7 @@ def trace_onnx(model: onnx.ModelProto, input_layout: str = "nhwc") -> TracedGrap
 
     check_supported(model)
     opset = onnx_opset(model)
-    inputs = graph_inputs(model, input_layout)
+    inputs = traced_inputs(model, input_layout)
     constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
     output_names = [o.name for o in model.graph.output]
     scopes = {node.name: scope_name(node.name, i) for i, node in enumerate(model.graph.node)}

@@ -4,7 +4,7 @@ Besides the plain Conv -> BN, a MixConv (or a split 1x1) ends in Concat -> BN: c
 range [a, b) of that BN belongs to the Conv that produced those channels, so each Conv
 gets its slice of the scale and shift. Why it matters: left as a per-channel MUL after
 the CONCATENATION, the BN is quantized per-tensor after the concat and int8 MixNets
-lose many points of top-1 (see notes/tflite.md).
+lose many points of top-1 (docs/rewrites.md, "The measurements").
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """fuse_grouped_pointwise: equal Split -> k dense 1x1 Convs -> Concat becomes one Conv(group=k).
 
 MixNet's `a1.1`/`p1.1` blocks split their 1x1 convs in two; one grouped CONV_2D ran
-2x faster in int8 TFLite than split + two convs + concat (notes/tflite.md).
+2x faster in int8 TFLite than split + two convs + concat (docs/rewrites.md, "The measurements").
 """
 
 from __future__ import annotations
