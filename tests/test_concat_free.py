@@ -12,7 +12,7 @@ import pytest
 from onnx import numpy_helper
 
 from mixdeploy.onnx.rewrite import rewrite
-from test_rewrite_helpers import GraphBuilder, assert_same_function, ops, random_input
+from rewrite_helpers import GraphBuilder, assert_same_function, ops, random_input
 
 CHECKPOINT = Path(__file__).resolve().parents[1] / "mixdeploy" / "weights" / "mixnet_s_fashion_mnist.pt"
 NO_PADS = [0, 0, 0, 0]

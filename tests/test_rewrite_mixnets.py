@@ -8,7 +8,7 @@ import pytest
 
 from mixdeploy.onnx.export import export_onnx
 from mixdeploy.onnx.rewrite import ALL_PASSES, DEFAULT_PASSES, rewrite
-from test_rewrite_helpers import assert_same_function, chelsea, ops, random_input
+from rewrite_helpers import assert_same_function, chelsea, ops, random_input
 from timm_oracle import timm
 
 SIZE = 64

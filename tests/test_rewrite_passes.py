@@ -8,7 +8,7 @@ import pytest
 from onnx import helper
 
 from mixdeploy.onnx.rewrite import rewrite
-from test_rewrite_helpers import GraphBuilder, assert_same_function, chelsea, ops, random_input
+from rewrite_helpers import GraphBuilder, assert_same_function, chelsea, ops, random_input
 
 
 def inputs_for(model, seeds=(0, 1)):
