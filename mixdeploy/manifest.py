@@ -17,7 +17,7 @@ MANIFEST_NAME = "manifest.json"
 
 # Distributions whose versions decide what an artifact contains.
 _TOOLS = ("mixdeploy", "torch", "onnx", "onnxruntime", "onnxsim", "onnx-ir",
-          "onnxscript", "tensorflow-cpu", "tensorflow", "ai-edge-litert", "numpy")
+          "tensorflow-cpu", "tensorflow", "ai-edge-litert", "numpy")
 
 
 def sha256_file(path: str | Path) -> str:

@@ -40,6 +40,13 @@ from mixdeploy.tflite.quantize import PRECISIONS   # the converter's: one list o
 Progress = Callable[[str, int, int], None]  # (stage description, done, total)
 
 
+def default_out_dir(source: str) -> Path:
+    """out/NAME: a file source by its stem (out/mbv2 for path/to/mbv2.onnx), others by name."""
+    if source.lower().endswith((".onnx", ".pt", ".pth", ".safetensors")):
+        return Path("out") / Path(source).stem
+    return Path("out") / source.replace(":", "_")
+
+
 @dataclass
 class ExportOptions:
     source: str

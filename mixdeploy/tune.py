@@ -26,6 +26,7 @@ variants are timed whole, interleaved. The host tune file then records what `aut
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import tempfile
@@ -522,6 +523,28 @@ def manifest_record(tuned: policy.TunedChoices) -> dict:
     return {"tune_file": tuned.source, "fingerprint": data["fingerprint"], "measured": data.get("measured"),
             "timing": data.get("timing"), "from_tune": dict(tuned.from_tune),
             "measured_here": list(tuned.measured_here)}
+
+
+@contextlib.contextmanager
+def tuned_export(tuned_for: str | None, tune_file: str | None, lowering: str, precisions):
+    """`export --tuned-for / --tune-file`: auto's choices from a tune file for everything run inside
+    (yields the TunedChoices, or None when neither is given)."""
+    if not (tuned_for or tune_file):
+        yield None
+        return
+    if lowering != "auto":
+        raise MixdeployError(f"--tuned-for/--tune-file choose the lowering per layer: drop --lowering {lowering}")
+    precision = "int8" if "int8" in precisions else "fp32"   # what the pipeline's auto chooses for
+    with policy.use_tuned(load_tuned(tuned_for, tune_file, precision)) as tuned:
+        yield tuned
+
+
+def record_tuning(result, tuned: policy.TunedChoices) -> None:
+    """The export's manifest says where the lowerings came from (and which layers the tune file lacked)."""
+    from mixdeploy.manifest import write_manifest
+
+    result.manifest["tuned"] = manifest_record(tuned)
+    write_manifest(result.out_dir, result.manifest)
 
 
 # ---------------------------------------------------------------- the chart

@@ -445,6 +445,8 @@ class _Stream:
 # --- a private adb server with emulated devices, for tests ----------------------------------------
 
 ADB_CANDIDATES = ["/usr/bin/adb"]
+# The device's stand-in benchmark_model: runs the pushed model with host LiteRT (see its docstring).
+FAKE_TOOL = Path(__file__).parent / "data" / "fake_benchmark_model.py"
 
 
 def _adb_client(adb_path: str, env: dict):

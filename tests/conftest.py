@@ -21,7 +21,7 @@ os.environ.setdefault("MIXDEPLOY_CACHE_DIR", tempfile.mkdtemp(prefix="mixdeploy-
 
 TESTS = Path(__file__).resolve().parent
 # tests/ is on the import path through pyproject's `pythonpath = ["tests"]` (shared helpers:
-# `from timm_oracle import timm`, `from test_convert_support import ...`).
+# `from timm_oracle import timm`, `from convert_support import ...`).
 
 REPO = TESTS.parent
 # MIXDEPLOY_TEST_CHECKPOINT lets a developer point the fixtures at another checkpoint of the same kind.

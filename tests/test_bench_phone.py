@@ -22,13 +22,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adb_emulator import ADB_CANDIDATES, AdbLab, EmulatedDevice
+from adb_emulator import ADB_CANDIDATES, FAKE_TOOL, AdbLab, EmulatedDevice
 from bench_tiny_model import build_tiny_tflite
 from mixdeploy.bench import phone, twin
 from mixdeploy.bench.adb import Adb, CommandTimeout, parse_devices_output
 from mixdeploy.errors import DeviceError, MixdeployError
 
-FAKE_TOOL = Path(__file__).parent / "data" / "fake_benchmark_model.py"
 RUN_DIRS = "data/local/tmp/mixdeploy"
 
 pytestmark = pytest.mark.skipif(not Path("/usr/bin/adb").exists(), reason="needs Debian's adb")

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from test_convert_support import ort_run, relative_error, tflite_run
+from convert_support import ort_run, relative_error, tflite_run
 
 from cli import cli
 from mixdeploy.manifest import sha256_file

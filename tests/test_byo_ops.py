@@ -10,8 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from onnx import helper
-from test_convert_ops import graph
-from test_convert_support import WORKDIR, ort_run, relative_error, tflite_run
+from convert_support import WORKDIR, graph, ort_run, relative_error, tflite_run
 from torch import nn
 
 from mixdeploy.tflite.convert import convert_onnx

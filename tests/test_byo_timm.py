@@ -14,8 +14,8 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from test_convert_support import ort_run, real_images, relative_error, tflite_run
-from test_models_timm_parity import randomize_batchnorm
+from convert_support import ort_run, real_images, relative_error, tflite_run
+from model_support import randomize_batchnorm
 from timm_oracle import timm
 
 from cli import cli

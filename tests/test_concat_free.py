@@ -12,7 +12,7 @@ import pytest
 from onnx import numpy_helper
 
 from mixdeploy.onnx.rewrite import rewrite
-from test_rewrite_helpers import GraphBuilder, assert_same_function, ops, random_input
+from rewrite_helpers import GraphBuilder, assert_same_function, ops, random_input
 
 CHECKPOINT = Path(__file__).resolve().parents[1] / "mixdeploy" / "weights" / "mixnet_s_fashion_mnist.pt"
 NO_PADS = [0, 0, 0, 0]
@@ -112,11 +112,10 @@ def mixnet_s(tmp_path_factory):
 
 @pytest.mark.parametrize("lowering", ["split", "decompose"])
 def test_concat_free_keeps_the_function_of_mixnet_s(mixnet_s, lowering):
-    from mixdeploy.onnx.passes.recognize_mixconv import read_mixconv_metadata
-
-    rewritten = rewrite(mixnet_s, lowering=lowering).model
+    result = rewrite(mixnet_s, lowering=lowering)
+    rewritten = result.model
     out, details = concat_free(rewritten)
-    assert len(details["matched"]) == len(read_mixconv_metadata(rewritten)) >= 10   # every MixConv
+    assert len(details["matched"]) == len(result.report.mixconvs) >= 10   # every MixConv
     assert details["skipped"] == []
     assert_same_function(rewritten, out, inputs_for(rewritten))
     # what is left: the Concats joining a grouped conv_pwl's two halves (fewer than before)

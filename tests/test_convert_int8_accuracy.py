@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from test_convert_support import WORKDIR, ort_run, tflite_run
+from convert_support import WORKDIR, ort_run, tflite_run
 
 CHECKPOINT = Path(__file__).resolve().parents[1] / "mixdeploy" / "weights" / "mixnet_s_fashion_mnist.pt"   # committed
 

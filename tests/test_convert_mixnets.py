@@ -10,7 +10,7 @@ import pytest
 
 from mixdeploy.tflite.convert import convert_onnx
 from mixdeploy.tflite.inspect import inspect_tflite
-from test_convert_support import (SIZE, WORKDIR, conv_attrs, onnx_ops, ort_run, real_images, relative_error,
+from convert_support import (SIZE, WORKDIR, conv_attrs, onnx_ops, ort_run, real_images, relative_error,
                                   tflite_run, timm_onnx)
 
 TOLERANCE = 1e-4

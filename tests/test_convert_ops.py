@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from mixdeploy.tflite.convert import convert_onnx
-from test_convert_support import WORKDIR, ort_run, relative_error, tflite_run
+from convert_support import WORKDIR, conv_model, graph, ort_run, relative_error, tflite_run
 
 RNG = np.random.default_rng(1)
-
-
-def graph(nodes, in_shape, out_shape, initializers=(), opset=17, name="g"):
-    model = helper.make_model(
-        helper.make_graph(list(nodes), name,
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
-                          [numpy_helper.from_array(np.asarray(v), k) for k, v in initializers]),
-        opset_imports=[helper.make_opsetid("", opset)])
-    if out_shape is not None:   # the checker insists on a declared output shape
-        onnx.checker.check_model(model, full_check=True)
-    return model
 
 
 def check(model, name, in_shape):
@@ -32,15 +19,6 @@ def check(model, name, in_shape):
     error = relative_error(tflite_run(out, x), ort_run(model, x))
     assert error < 1e-5, f"{name}: relative error {error:.2e}"
     return result.op_histogram
-
-
-def conv_model(group, cin, cout, k, stride=1, pads=None, dilation=1, size=12):
-    pads = pads if pads is not None else [k // 2] * 4
-    w = RNG.standard_normal((cout, cin // group, k, k)).astype(np.float32)
-    b = RNG.standard_normal(cout).astype(np.float32)
-    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", group=group, kernel_shape=[k, k],
-                            strides=[stride, stride], pads=pads, dilations=[dilation, dilation])
-    return graph([node], [1, cin, size, size], None, [("w", w), ("b", b)])
 
 
 def test_grouped_conv_is_one_conv2d():

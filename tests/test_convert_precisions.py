@@ -8,8 +8,7 @@ import pytest
 
 from mixdeploy.tflite.convert import convert_onnx
 from mixdeploy.tflite.inspect import inspect_tflite
-from test_convert_support import WORKDIR, ort_run, real_images, tflite_run, timm_onnx
-from test_inspect import mixconv_graph
+from convert_support import WORKDIR, conv_model, mixconv_graph, ort_run, real_images, tflite_run, timm_onnx
 
 RNG = np.random.default_rng(3)
 
@@ -105,8 +104,6 @@ def test_int8_mixnet_runs_in_litert():
 
 
 def test_int8_grouped_conv_stays_one_op_and_runs():
-    from test_convert_ops import conv_model
-
     model = conv_model(group=2, cin=16, cout=16, k=1, pads=[0, 0, 0, 0])
     out = WORKDIR / "grouped_int8.tflite"
     result = convert_onnx(model, out, precision="int8", calibration=RNG.standard_normal((16, 16, 12, 12)).astype(np.float32))

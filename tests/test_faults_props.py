@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from bench_tiny_model import build_tiny_tflite
 from mixdeploy.bench.parse import BenchmarkParseError, parse_benchmark_output
 from mixdeploy.errors import MixdeployError
-from test_faults import tiny_classifier
+from model_support import tiny_classifier
 
 SAMPLES = sorted((Path(__file__).parent / "data" / "benchmark_model_samples").glob("*.txt"))
 

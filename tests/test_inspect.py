@@ -8,31 +8,12 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from onnx import TensorProto, helper, numpy_helper
 
 from cli import cli
 from mixdeploy.errors import MixdeployError
 from mixdeploy.tflite.convert import convert_onnx
 from mixdeploy.tflite.inspect import inspect_tflite
-from test_convert_support import conv_attrs, timm_onnx
-
-
-def mixconv_graph():
-    """conv -> split -> depthwise 3x3 / 7x7 -> concat: a minimal MixConv with one large kernel."""
-    rng = np.random.default_rng(0)
-    inits = {"w": rng.standard_normal((8, 3, 1, 1)).astype(np.float32),
-             "w3": rng.standard_normal((4, 1, 3, 3)).astype(np.float32),
-             "w7": rng.standard_normal((4, 1, 7, 7)).astype(np.float32) * 0.1,
-             "sizes": np.array([4, 4], np.int64)}
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="pw", kernel_shape=[1, 1]),
-             helper.make_node("Split", ["c", "sizes"], ["a", "b"], name="split", axis=1),
-             helper.make_node("Conv", ["a", "w3"], ["da"], name="dw3", group=4, kernel_shape=[3, 3], pads=[1] * 4),
-             helper.make_node("Conv", ["b", "w7"], ["db"], name="dw7", group=4, kernel_shape=[7, 7], pads=[3] * 4),
-             helper.make_node("Concat", ["da", "db"], ["y"], name="concat", axis=1)]
-    return helper.make_model(helper.make_graph(
-        nodes, "mixconv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
-        [numpy_helper.from_array(v, k) for k, v in inits.items()]), opset_imports=[helper.make_opsetid("", 17)])
+from convert_support import conv_attrs, mixconv_graph, timm_onnx
 
 
 @pytest.fixture(scope="module")

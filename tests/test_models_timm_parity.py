@@ -10,26 +10,9 @@ from torch import nn
 from mixdeploy.models import create_model, load_model
 from mixdeploy.models.registry import TIMM_EQUIVALENT
 from mixdeploy.preprocess import Preprocessing
+from model_support import randomize_batchnorm
 
 PAIRS = sorted(TIMM_EQUIVALENT.items())  # ("mixnet-s", "mixnet_s"), ...
-
-
-def randomize_batchnorm(model: nn.Module, calibration: torch.Tensor, seed: int = 0) -> nn.Module:
-    """Non-trivial BN affine parameters and running statistics, so a wrong eps, padding or
-    activation shows in the logits. The statistics are measured on `calibration` (one
-    train-mode pass, cumulative average), which keeps activations and logits of order 1
-    instead of exploding through 50 random layers."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.75)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(calibration)
-    return model.eval()
 
 
 def real_image(size: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 from mixdeploy.errors import MixdeployError
 from mixdeploy.onnx import load_onnx
 from mixdeploy.onnx.export import export_onnx, module_path_from_scope
-from test_rewrite_helpers import chelsea, rel_err, run_ort
+from rewrite_helpers import chelsea, rel_err, run_ort
 from timm_oracle import timm
 
 SIZE = 64

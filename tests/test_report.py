@@ -39,7 +39,7 @@ def run_cli(*args, expect=(0,)):
 
 def _bench_on_emulated_phone(tflite: Path, out: Path, root: Path) -> None:
     """`bench --op-profile --json` on the emulated Pixel 7 of test_bench_phone (real adb, host LiteRT)."""
-    from test_bench_phone import FAKE_TOOL, AdbLab
+    from adb_emulator import FAKE_TOOL, AdbLab
 
     tool = root / "benchmark_model"
     tool.write_text(f"#!{sys.executable}\n" + FAKE_TOOL.read_text())

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from mixdeploy.onnx.passes.recognize_mixconv import METADATA_KEY, read_mixconv_metadata
 from mixdeploy.onnx.rewrite import rewrite
-from test_rewrite_helpers import GraphBuilder, assert_same_function, chelsea, ops, random_input
+from rewrite_helpers import GraphBuilder, assert_same_function, chelsea, ops, random_input
 
 
 def inputs_for(model, seeds=(0, 1)):
@@ -89,18 +88,17 @@ def test_fold_batchnorm_keeps_bn_it_cannot_fold():
 
 # ------------------------------------------------------------------ recognize_mixconv
 
-def test_recognize_mixconv_records_groups_in_metadata():
+def test_recognize_mixconv_reports_the_groups():
     g = GraphBuilder(channels=16)
     model = g.model(g.mixconv("x", [7, 3, 3, 3], [3, 5, 7, 9], stride=2))
     out = run_pass(model, "recognize_mixconv")
-    layers = read_mixconv_metadata(out.model)
+    layers = out.report.mixconvs
     assert len(layers) == 1
     assert layers[0]["channels"] == [7, 3, 3, 3]
     assert [k[0] for k in layers[0]["kernels"]] == [3, 5, 7, 9]
     assert layers[0]["strides"] == [2, 2]
-    assert any(p.key == METADATA_KEY for p in out.model.metadata_props)
-    assert out.report.mixconvs == layers
-    assert_same_function(model, out.model, inputs_for(model))
+    assert out.report.passes[0].touched == [layers[0]["name"]]
+    assert ops(out.model) == ops(model)      # recognizing changes nothing in the graph
 
 
 def slice_op(g, x, start, stop):
@@ -123,11 +121,13 @@ def mixconv_from_slices(nested: bool):
 
 
 @pytest.mark.parametrize("nested", [False, True])
-def test_recognize_mixconv_normalizes_slice_chains_into_split(nested):
+def test_slices_to_split_normalizes_slice_chains_so_the_mixconv_is_recognized(nested):
     model = mixconv_from_slices(nested)
-    out = run_pass(model, "recognize_mixconv")
+    assert run_pass(model, "recognize_mixconv").report.mixconvs == []    # Slices alone: no MixConv
+    out = rewrite(model, passes=["slices_to_split", "recognize_mixconv"])
     assert "Slice" not in ops(out.model) and ops(out.model).count("Split") == 1
-    layers = read_mixconv_metadata(out.model)
+    assert len(out.report.passes[0].touched) == 1
+    layers = out.report.mixconvs
     assert len(layers) == 1 and layers[0]["channels"] == [6, 3, 3]
     assert_same_function(model, out.model, inputs_for(model))
 
@@ -137,7 +137,7 @@ def test_recognize_mixconv_ignores_a_plain_depthwise_network():
     y = g.conv(g.conv("x", 8, 8, 3, group=8), 8, 16, 1)
     model = g.model(y)
     out = run_pass(model, "recognize_mixconv")
-    assert read_mixconv_metadata(out.model) == []
+    assert out.report.mixconvs == []
     assert ops(out.model) == ops(model)
 
 

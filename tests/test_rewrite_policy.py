@@ -13,7 +13,7 @@ from mixdeploy.onnx import policy
 from mixdeploy.onnx.lowering import LOWERINGS, MAX_FAST_TAPS, grid_tiles, kernel_tiles, tiling_cost
 from mixdeploy.onnx.passes.recognize_mixconv import MixConvSpec
 from mixdeploy.onnx.rewrite import rewrite
-from test_rewrite_helpers import GraphBuilder, assert_same_function, rel_err, run_ort
+from rewrite_helpers import GraphBuilder, assert_same_function, rel_err, run_ort
 
 
 @pytest.mark.parametrize("kernel", [(k, k) for k in range(1, 16)] + [(3, 9), (9, 3), (1, 31), (7, 5)])

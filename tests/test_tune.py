@@ -33,7 +33,7 @@ from mixdeploy.onnx import policy
 from mixdeploy.onnx.passes.recognize_mixconv import MixConvSpec
 from mixdeploy.onnx.rewrite import rewrite
 from mixdeploy.tune import choose_per_signature, revert_until_parity
-from test_rewrite_helpers import GraphBuilder
+from rewrite_helpers import GraphBuilder
 
 FAKE_TOOL = Path(__file__).parent / "data" / "fake_benchmark_model.py"
 OP_COSTS = {"depthwise_ms_per_channel": {"3x3": 0.001, "5x5": 0.002, "7x7": 0.05, "9x9": 0.0012,

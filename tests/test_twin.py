@@ -39,7 +39,7 @@ def _tensors(tflite_path, images_nchw) -> np.ndarray:
     return np.concatenate(phone.prepare_parity_inputs(images_nchw, details))
 
 
-# --- the device-side script (android_bench/twin_infer.py), run by this host's Python ------------------
+# --- the device-side script (mixdeploy/bench/twin_infer.py, package data), run by this host's Python ------------------
 
 def test_device_script_writes_each_inputs_raw_outputs_and_its_facts(tiny_int8, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
@@ -47,8 +47,9 @@ def test_device_script_writes_each_inputs_raw_outputs_and_its_facts(tiny_int8, t
     images = np.random.default_rng(5).standard_normal((3, 3, 16, 16)).astype(np.float32)
     inputs = _tensors(tiny_int8, images)
     np.save(tmp_path / "in.npy", inputs)
-    proc = subprocess.run([sys.executable, str(twin.GUEST_SCRIPT), str(tiny_int8), str(tmp_path / "in.npy"),
-                           str(tmp_path / "out.npz")], check=False, capture_output=True, text=True, timeout=120)
+    with twin.guest_script() as script:
+        proc = subprocess.run([sys.executable, str(script), str(tiny_int8), str(tmp_path / "in.npy"),
+                               str(tmp_path / "out.npz")], check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[:3] == ["progress 1", "progress 2", "progress 3"] and lines[3].startswith("facts ")
@@ -69,8 +70,9 @@ def test_device_script_writes_each_inputs_raw_outputs_and_its_facts(tiny_int8, t
 
 def test_device_script_refuses_inputs_of_the_wrong_dtype(tiny_int8, tmp_path):
     np.save(tmp_path / "in.npy", np.zeros((2, 16, 16, 3), np.float32))
-    proc = subprocess.run([sys.executable, str(twin.GUEST_SCRIPT), str(tiny_int8), str(tmp_path / "in.npy"),
-                           str(tmp_path / "out.npz")], check=False, capture_output=True, text=True, timeout=120)
+    with twin.guest_script() as script:
+        proc = subprocess.run([sys.executable, str(script), str(tiny_int8), str(tmp_path / "in.npy"),
+                               str(tmp_path / "out.npz")], check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "the model takes int8 (N, 16, 16, 3)" in proc.stderr
     assert not (tmp_path / "out.npz").exists()
 

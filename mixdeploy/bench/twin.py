@@ -3,7 +3,7 @@
 LiteRT's aarch64 build (the XNNPACK ARM code paths a phone runs) in a Debian arm64 python3.11
 under qemu-user (`qemu-aarch64-static -cpu CPU -L ROOT`). android_bench/setup_arm64_twin.sh
 builds it into $MIXDEPLOY_ARM64_TWIN (default ~/.cache/mixdeploy/arm64-twin) and writes
-ready.json last; android_bench/twin_infer.py is what runs inside.
+ready.json last; mixdeploy/bench/twin_infer.py (package data) is what runs inside.
 
 A run: the host turns images into the model's exact input tensors (the bytes a phone gets,
 phone.prepare_parity_inputs) -> one guest process runs them all -> raw outputs and facts from
@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,12 @@ QEMU = "qemu-aarch64-static"
 # The big-core class of the phones in mixdeploy/bench/device_profiles.json (Tensor G1/G2: A76/A78
 # and X1; Snapdragon 865/888: A77/A78): qemu's nearest model is cortex-a76.
 DEFAULT_CPU = "cortex-a76"
-GUEST_SCRIPT = Path(__file__).resolve().parents[2] / "android_bench" / "twin_infer.py"
+GUEST_RESOURCE = "twin_infer.py"   # package data of mixdeploy.bench: what runs inside the twin
+
+
+def guest_script():
+    """Context manager giving the guest script as a real file (a zipped install gets a temporary copy)."""
+    return resources.as_file(resources.files("mixdeploy.bench").joinpath(GUEST_RESOURCE))
 NO_LATENCY = ("no latency is reported: the ARM64 twin is an emulator (qemu-user), and an emulator "
               "is no clock; bench on a phone (--device pixel|SERIAL) for latency")
 
@@ -163,11 +169,12 @@ def run_tensors(tflite_path, inputs: np.ndarray, cpu: str = DEFAULT_CPU, threads
         raise MixdeployError("the ARM64 twin needs at least one input")
     with tempfile.TemporaryDirectory(prefix="mixdeploy-twin-", dir=scratch_dir()) as tmp:
         np.save(Path(tmp) / "inputs.npy", np.ascontiguousarray(inputs))
-        args = [str(GUEST_SCRIPT), str(tflite_path), f"{tmp}/inputs.npy", f"{tmp}/outputs.npz",
-                f"--threads={threads}"]
-        started = time.perf_counter()
-        facts = _run_guest(twin, twin.command(cpu, args), timeout_s, progress, tflite_path.name)
-        seconds = time.perf_counter() - started
+        with guest_script() as script:
+            args = [str(script), str(tflite_path), f"{tmp}/inputs.npy", f"{tmp}/outputs.npz",
+                    f"--threads={threads}"]
+            started = time.perf_counter()
+            facts = _run_guest(twin, twin.command(cpu, args), timeout_s, progress, tflite_path.name)
+            seconds = time.perf_counter() - started
         with np.load(Path(tmp) / "outputs.npz") as saved:
             raw = [saved[f"output_{k}"] for k in range(len(saved.files))]
     if facts.get("machine") != "aarch64":

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import numpy as np
 from rich.markup import escape
 
 from mixdeploy.commands._console import print_json, stage_progress, stderr, stdout
@@ -197,9 +196,11 @@ def _bench_on_phones(files, device, servers, options, benchmark_binary, parity, 
         if not quiet:
             _print_phone_details(outcome)
 
+    from mixdeploy.bench.inputs import parity_images
+
     as_fleet = device == "all" or len(servers) > 1
     for path in files:
-        run = replace(options, parity_inputs=_parity_inputs(path, parity_data, parity_count) if parity else None)
+        run = replace(options, parity_inputs=parity_images(path, parity_data, parity_count).images if parity else None)
         if not quiet:
             where = f" via {', '.join(servers)}" if servers else ""
             stderr.print(escape(f"benchmarking {path} on {device}{where} over adb"))
@@ -228,47 +229,6 @@ def _print_progress(outcome) -> None:
     else:
         stderr.print(f"done {escape(outcome.server)}/{escape(outcome.device.serial)}: median "
                      f"{outcome.median_ms:.3f} ms")
-
-
-def _parity_inputs(tflite_path: str, source: str, count: int) -> np.ndarray:
-    """NCHW float32 preprocessed inputs: a .npy as is, else mixdeploy.data with the model's
-    preprocessing (from its manifest, else defaults at the model's input size)."""
-    return _parity_images(tflite_path, source, count).images
-
-
-def _parity_images(tflite_path: str, source: str, count: int):
-    """_parity_inputs as a mixdeploy.data.ImageSet: with labels when the source has them."""
-    from mixdeploy import data
-
-    if source.endswith(".npy"):
-        return data.ImageSet(images=_preprocessed_npy(source, count), labels=None, class_names=None, source=source)
-    from mixdeploy.artifacts import ExportFolder
-    from mixdeploy.bench.host import tflite_input_details
-    from mixdeploy.preprocess import Preprocessing
-
-    preprocessing = ExportFolder.beside(tflite_path).preprocessing()
-    if preprocessing is None:
-        shape = tflite_input_details(tflite_path)["shape"]
-        preprocessing = Preprocessing().with_size(int(shape[1]))
-    return data.load_images(source, preprocessing, limit=count)
-
-
-def _preprocessed_npy(source: str, count: int) -> np.ndarray:
-    """A .npy of preprocessed NCHW float32 inputs, checked: shape, dtype, finite values."""
-    if not Path(source).is_file():
-        raise MixdeployError(f"--parity-data {source}: no such file")
-    try:
-        array = np.load(source, allow_pickle=False)
-    except ValueError as err:
-        raise MixdeployError(f"cannot read {source} as .npy ({err}); save one float32 array with numpy.save") from None
-    if array.dtype != np.float32 or array.ndim != 4:
-        raise MixdeployError(f"{source} must hold N x C x H x W float32 preprocessed images "
-                             f"(got {array.dtype} {array.shape})")
-    array = array[:count]
-    if not np.isfinite(array).all():
-        raise MixdeployError(f"{source} holds {int(array.size - np.count_nonzero(np.isfinite(array)))} NaN/inf "
-                             "values: save finite preprocessed images")
-    return array
 
 
 def _print_phone_details(result) -> None:
@@ -321,10 +281,12 @@ def _bench_on_twin(files, cpu, threads, parity, parity_data, parity_count, torch
         raise MixdeployError(f"--device arm64 checks what the phone's CPU kernels compute: add --parity. "
                              f"{twin.NO_LATENCY}")
     twin.check_cpu(twin.find_twin(), cpu)     # not set up, or no such CPU: say so before any work
+    from mixdeploy.bench.inputs import parity_images
+
     explicit_torch = _load_torch_module(torch_model, weights) if torch_model else None
     results = []
     for path in files:
-        images = _parity_images(path, parity_data, parity_count)
+        images = parity_images(path, parity_data, parity_count)
         torch_module, why_not = (explicit_torch, None) if explicit_torch is not None else _manifest_torch(path)
         with stage_progress(enabled=not quiet) as progress:
             result = twin.bench_twin(path, images, cpu=cpu, torch_module=torch_module, threads=threads,

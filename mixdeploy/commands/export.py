@@ -3,7 +3,6 @@ and TFLite fp32/fp16/int8, with a parity summary."""
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import click
@@ -12,9 +11,8 @@ from rich.table import Table
 
 from mixdeploy.commands._console import print_json, stage_progress, stderr, stdout
 from mixdeploy.commands._options import TimmStyleCommand, preprocessing_options
-from mixdeploy.errors import MixdeployError
 from mixdeploy.models.sources import parse_factory_kwargs
-from mixdeploy.pipeline import ExportOptions, run_export
+from mixdeploy.pipeline import ExportOptions, default_out_dir, run_export
 from mixdeploy.tflite.recipe import RECIPES
 
 
@@ -67,17 +65,24 @@ def export(model, weights, factory_kwargs, num_classes, preprocessing, fmt, int8
     nn.Module, called with --factory-kwargs).
     """
     options = ExportOptions(
-        source=model, out_dir=Path(out_dir or _default_out_dir(model)),
+        source=model, out_dir=Path(out_dir or default_out_dir(model)),
         weights=weights, factory_kwargs=parse_factory_kwargs(factory_kwargs), num_classes=num_classes, preprocessing=preprocessing, fmt=fmt,
         precisions=_precisions(int8, fp16, dynamic, int16x8), lowering=lowering, calib=calib,
         calib_count=calib_count, quant_recipe=quant_recipe, io_dtype=io_dtype, input_layout=input_layout,
         parity_data=parity_data, parity_count=parity_count, opset=opset, dynamic_batch=dynamic_batch,
     )
+    from mixdeploy.tune import record_tuning, tuned_export   # on use: it pulls in the lowering policy
+
     warn = lambda message: stderr.print(f"[yellow]warning:[/] {escape(message)}")
-    with stage_progress(enabled=not as_json) as progress, _tuned(tuned_for, tune_file, lowering, options) as tuned:
+    with (stage_progress(enabled=not as_json) as progress,
+          tuned_export(tuned_for, tune_file, lowering, options.precisions) as tuned):
         result = run_export(options, progress=progress, warn=warn)
     if tuned is not None:
-        _record_tuning(result, tuned, as_json)
+        record_tuning(result, tuned)
+        if not as_json:
+            extra = f", {len(tuned.measured_here)} measured on this host" if tuned.measured_here else ""
+            stderr.print(f"lowering tuned on {result.manifest['tuned']['fingerprint']['ro.product.model']}: "
+                         f"{len(tuned.from_tune)} layer(s) from {tuned.source}{extra}")
     if as_json:
         print_json(result.manifest)
         return
@@ -85,42 +90,6 @@ def export(model, weights, factory_kwargs, num_classes, preprocessing, fmt, int8
     _print_preprocessing(result.manifest)
     if "parity" in result.manifest:
         _print_parity(result.manifest["parity"])
-
-
-@contextlib.contextmanager
-def _tuned(tuned_for, tune_file, lowering, options):
-    """--tuned-for / --tune-file: auto's choices from a tune file, for the whole export."""
-    if not (tuned_for or tune_file):
-        yield None
-        return
-    from mixdeploy.onnx import policy
-    from mixdeploy.tune import load_tuned
-
-    if lowering != "auto":
-        raise MixdeployError(f"--tuned-for/--tune-file choose the lowering per layer: drop --lowering {lowering}")
-    precision = "int8" if "int8" in options.precisions else "fp32"   # what the pipeline's auto chooses for
-    with policy.use_tuned(load_tuned(tuned_for, tune_file, precision)) as tuned:
-        yield tuned
-
-
-def _record_tuning(result, tuned, quiet: bool) -> None:
-    """The manifest says where the lowerings came from (and which layers the tune file lacked)."""
-    from mixdeploy.manifest import write_manifest
-    from mixdeploy.tune import manifest_record
-
-    result.manifest["tuned"] = manifest_record(tuned)
-    write_manifest(result.out_dir, result.manifest)
-    if not quiet:
-        extra = f", {len(tuned.measured_here)} measured on this host" if tuned.measured_here else ""
-        stderr.print(f"lowering tuned on {result.manifest['tuned']['fingerprint']['ro.product.model']}: "
-                     f"{len(tuned.from_tune)} layer(s) from {tuned.source}{extra}")
-
-
-def _default_out_dir(model: str) -> Path:
-    """out/NAME: a file source by its stem (out/mbv2 for path/to/mbv2.onnx), others by name."""
-    if model.lower().endswith((".onnx", ".pt", ".pth", ".safetensors")):
-        return Path("out") / Path(model).stem
-    return Path("out") / model.replace(":", "_")
 
 
 def _print_files(result) -> None:

@@ -20,9 +20,8 @@ import onnx_ir as ir
 
 from mixdeploy.onnx.graph import (ConvInfo, Namer, add_initializer, add_to_sum, conv_attributes, conv_info, new_node, replace_value,
                                   spatial_of)
-from mixdeploy.onnx.passes.branches import SplitConvConcat
+from mixdeploy.onnx.passes.branches import SplitConvConcat, replace_by_one_conv
 
-LOWERINGS = ("split", "pad", "decompose", "pad_decompose")
 # XNNPACK's depthwise microkernels take up to 25 taps in one pass (a 5x5, but also 7x3 or
 # 4x6); bigger kernels fall to a slow generic path. Its kernels come in tap tiles (fp32 also
 # has a 4-tap one; int8 timings did not show it, so it is left out):
@@ -125,23 +124,15 @@ def lower_mixconv_pad(graph: ir.Graph, namer: Namer, match: SplitConvConcat) -> 
     if layout is None:
         return LoweringOutcome("split", note="groups do not share one center; kept split")
     kh, kw, pads = layout
-    weights, biases, extra = [], [], 0
+    weights, extra = [], 0
     out_hw = spatial_of(match.concat.outputs[0])
     for c in match.convs:
         dh, dw = (kh - c.kernel[0]) // 2, (kw - c.kernel[1]) // 2
         weights.append(np.pad(c.weight, ((0, 0), (0, 0), (dh, dh), (dw, dw))))
-        biases.append(c.bias if c.bias is not None else np.zeros(c.out_channels, c.weight.dtype))
         if out_hw:
             extra += c.out_channels * (kh * kw - c.kernel[0] * c.kernel[1]) * out_hw[0] * out_hw[1]
-    channels = sum(match.out_channels)
-    inputs = [match.split.inputs[0],
-              add_initializer(graph, namer, f"{match.name}.weight", np.concatenate(weights)),
-              add_initializer(graph, namer, f"{match.name}.bias", np.concatenate(biases))]
-    conv = new_node(namer, match.name, "Conv", inputs,
-                    conv_attributes(channels, match.convs[0].strides, pads, kernel=(kh, kw)))
-    conv.outputs[0].shape, conv.outputs[0].type = match.concat.outputs[0].shape, match.concat.outputs[0].type
-    graph.insert_before(match.concat, conv)
-    replace_value(match.concat.outputs[0], conv.outputs[0])
+    conv = replace_by_one_conv(graph, namer, match, np.concatenate(weights), match.stacked_bias(),
+                               conv_attributes(sum(match.out_channels), match.convs[0].strides, pads, kernel=(kh, kw)))
     return LoweringOutcome("pad", extra_macs=extra, nodes=[conv.name])
 
 
@@ -234,13 +225,11 @@ def lower_mixconv_pad_decompose(graph: ir.Graph, namer: Namer, match: SplitConvC
     return LoweringOutcome("pad_decompose", extra_macs=padded.extra_macs, nodes=nodes)
 
 
-def lower_mixconv(graph: ir.Graph, namer: Namer, match: SplitConvConcat, lowering: str) -> LoweringOutcome:
-    if lowering == "split":
-        return LoweringOutcome("split")
-    if lowering == "pad":
-        return lower_mixconv_pad(graph, namer, match)
-    if lowering == "decompose":
-        return lower_mixconv_decompose(graph, namer, match)
-    if lowering == "pad_decompose":
-        return lower_mixconv_pad_decompose(graph, namer, match)
-    raise ValueError(f"unknown lowering {lowering!r}; choose one of {', '.join(LOWERINGS)}")
+def keep_split(graph: ir.Graph, namer: Namer, match: SplitConvConcat) -> LoweringOutcome:
+    return LoweringOutcome("split")
+
+
+# name -> how a MixConv is lowered; every entry takes (graph, namer, match) and returns a LoweringOutcome
+LOWER = {"split": keep_split, "pad": lower_mixconv_pad, "decompose": lower_mixconv_decompose,
+         "pad_decompose": lower_mixconv_pad_decompose}
+LOWERINGS = tuple(LOWER)

@@ -208,7 +208,7 @@ def lower_single_layer(layer: onnx.ModelProto, lowering: str) -> tuple[onnx.Mode
     """The layer lowered by the rewrite itself; returns (model, the lowering actually applied)."""
     from mixdeploy.onnx.rewrite import rewrite
 
-    result = rewrite(layer, lowering=lowering, passes=("recognize_mixconv", "lower_mixconv"))
+    result = rewrite(layer, lowering=lowering, passes=("lower_mixconv",))
     [applied] = result.report.lowering_choices.values()
     return result.model, applied
 

@@ -1,8 +1,10 @@
 """Run the rewrite passes over an ONNX MixNet and report what each one changed.
 
-Default order: fold_pad (so pads never hide a Conv from the next passes),
-fold_batchnorm (BN into the Convs, across MixConv concats), recognize_mixconv
-(also normalizes Slice-chain splits), fuse_grouped_pointwise, lower_mixconv.
+Every pass has one interface (mixdeploy/onnx/passes/__init__.py); `PASSES` names them and one
+loop in `rewrite()` runs any sequence. Default order: fold_pad (so pads never hide a Conv from
+the next passes), fold_batchnorm (BN into the Convs, across MixConv concats), slices_to_split
+(Slice-chain channel splits as one Split, the form the next passes match), recognize_mixconv
+(reports the MixConvs), fuse_grouped_pointwise, lower_mixconv.
 Opt-in, not in the default order: concat_free (MixConv concats pushed into the convs that read
 them, for int8: recipe `per-branch`, applied by the converter to the rewritten graph).
 """
@@ -19,23 +21,26 @@ import onnx_ir as ir
 from mixdeploy.errors import MixdeployError
 from mixdeploy.onnx.graph import count_graph_macs, op_histogram, to_ir, to_proto
 from mixdeploy.onnx.lowering import LOWERINGS
-from mixdeploy.onnx.passes import PassOutcome
+from mixdeploy.onnx.passes import PassOutcome, RewriteOptions
 from mixdeploy.onnx.passes.concat_free import concat_free
 from mixdeploy.onnx.passes.fold_batchnorm import fold_batchnorm
 from mixdeploy.onnx.passes.fold_pad import fold_pad
 from mixdeploy.onnx.passes.fuse_grouped_pointwise import fuse_grouped_pointwise
-from mixdeploy.onnx.passes.lower_mixconv import lower_mixconvs
-from mixdeploy.onnx.passes.recognize_mixconv import find_mixconvs, describe, recognize_mixconv
+from mixdeploy.onnx.passes.lower_mixconv import lower_mixconv
+from mixdeploy.onnx.passes.recognize_mixconv import recognize_mixconv
+from mixdeploy.onnx.passes.slices_to_split import slices_to_split
 
-DEFAULT_PASSES = ("fold_pad", "fold_batchnorm", "recognize_mixconv", "fuse_grouped_pointwise", "lower_mixconv")
-SIMPLE_PASSES: dict[str, Callable[[ir.Model], PassOutcome]] = {
+PASSES: dict[str, Callable[[ir.Model, RewriteOptions], PassOutcome]] = {
     "fold_pad": fold_pad,
     "fold_batchnorm": fold_batchnorm,
+    "slices_to_split": slices_to_split,
     "recognize_mixconv": recognize_mixconv,
     "fuse_grouped_pointwise": fuse_grouped_pointwise,
+    "lower_mixconv": lower_mixconv,
     "concat_free": concat_free,
 }
-ALL_PASSES = tuple(SIMPLE_PASSES) + ("lower_mixconv",)
+ALL_PASSES = tuple(PASSES)
+DEFAULT_PASSES = tuple(name for name in ALL_PASSES if name != "concat_free")
 
 
 @dataclass
@@ -102,7 +107,7 @@ class RewriteResult:
 
 def rewrite(model: onnx.ModelProto, lowering: str = "auto", passes=None, *, runtime: str | None = None,
             progress: Callable[[int, int, str], None] | None = None, verify: bool = False) -> RewriteResult:
-    """Rewrite `model` with `passes` (default: all, in DEFAULT_PASSES order).
+    """Rewrite `model` with `passes` (pass names, run in the order given; default DEFAULT_PASSES).
 
     lowering: 'split' | 'pad' | 'decompose' | 'pad_decompose' for every MixConv, or 'auto'
     to pick per layer by timing single-layer TFLite models on this machine's LiteRT
@@ -116,6 +121,7 @@ def rewrite(model: onnx.ModelProto, lowering: str = "auto", passes=None, *, runt
     unknown = [n for n in names if n not in ALL_PASSES]
     if unknown:
         raise MixdeployError(f"unknown rewrite pass(es) {unknown}; available: {', '.join(ALL_PASSES)}.")
+    options = RewriteOptions(lowering=lowering, runtime=runtime or "fp32", progress=progress)
     start = time.perf_counter()
     report = RewriteReport(lowering=lowering)
     current = onnx.shape_inference.infer_shapes(model)
@@ -123,10 +129,7 @@ def rewrite(model: onnx.ModelProto, lowering: str = "auto", passes=None, *, runt
     for name in names:
         t0 = time.perf_counter()
         ir_model = to_ir(current, infer=False)
-        if name == "lower_mixconv":
-            outcome = lower_mixconvs(ir_model, _chooser(ir_model, lowering, runtime, progress))
-        else:
-            outcome = SIMPLE_PASSES[name](ir_model)
+        outcome = PASSES[name](ir_model, options)
         rewritten = to_proto(ir_model)  # shape-inferred: the next pass and count_graph_macs rely on it
         ops_after, macs_after = op_histogram(rewritten), count_graph_macs(rewritten, infer=False)
         report.passes.append(PassReport(
@@ -166,12 +169,3 @@ def verify_same_function(before: onnx.ModelProto, after: onnx.ModelProto, seed: 
                              exit_code=1)
     return err
 
-
-def _chooser(ir_model: ir.Model, lowering: str, runtime, progress):
-    if lowering != "auto":
-        return lambda spec: lowering
-    from mixdeploy.onnx.policy import choose_lowerings
-
-    specs = [describe(m) for m in find_mixconvs(ir_model.graph)]
-    choices = choose_lowerings(specs, runtime=runtime or "fp32", progress=progress)
-    return lambda spec: choices[spec.signature]

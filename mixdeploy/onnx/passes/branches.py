@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 import re
 
+import numpy as np
 import onnx_ir as ir
 
-from mixdeploy.onnx.graph import ConvInfo, attr, conv_info, is_channel_axis, only_use
+from mixdeploy.onnx.graph import (ConvInfo, Namer, add_initializer, attr, conv_info, is_channel_axis, new_node,
+                                  only_use, replace_value)
 
 
 @dataclass
@@ -28,6 +30,11 @@ class SplitConvConcat:
     @property
     def out_channels(self) -> list[int]:
         return [c.out_channels for c in self.convs]
+
+    def stacked_bias(self) -> np.ndarray:
+        """Every part's bias one after the other (zeros for a part without one)."""
+        return np.concatenate([c.bias if c.bias is not None else np.zeros(c.out_channels, c.weight.dtype)
+                               for c in self.convs])
 
 
 def match_split_conv_concat(split: ir.Node) -> SplitConvConcat | None:
@@ -53,3 +60,18 @@ def match_split_conv_concat(split: ir.Node) -> SplitConvConcat | None:
 def split_conv_concats(graph: ir.Graph) -> list[SplitConvConcat]:
     found = [match_split_conv_concat(n) for n in graph if n.op_type == "Split"]
     return [m for m in found if m is not None]
+
+
+def replace_by_one_conv(graph: ir.Graph, namer: Namer, match: SplitConvConcat, weight: np.ndarray,
+                        bias: np.ndarray | None, attributes: dict) -> ir.Node:
+    """One Conv over the Split's input takes the Concat's place (Split and part convs, orphaned, go
+    when the graph is serialized). Used by fuse_grouped_pointwise and the `pad` lowering."""
+    inputs = [match.split.inputs[0], add_initializer(graph, namer, f"{match.name}.weight", weight)]
+    if bias is not None:
+        inputs.append(add_initializer(graph, namer, f"{match.name}.bias", bias))
+    conv = new_node(namer, match.name, "Conv", inputs, attributes)
+    joined = match.concat.outputs[0]
+    conv.outputs[0].shape, conv.outputs[0].type = joined.shape, joined.type
+    graph.insert_before(match.concat, conv)
+    replace_value(joined, conv.outputs[0])
+    return conv

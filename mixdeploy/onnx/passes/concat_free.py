@@ -26,7 +26,7 @@ import onnx_ir as ir
 
 from mixdeploy.onnx.graph import (Namer, add_initializer, add_to_sum, attr, channels_of, const_array, conv_attributes,
                                   conv_info, is_channel_axis, new_node, replace_value)
-from mixdeploy.onnx.passes import PassOutcome
+from mixdeploy.onnx.passes import PassOutcome, RewriteOptions
 
 # Ops that act on each channel on its own, with one data input (Clip's min/max are scalars).
 CHANNELWISE_UNARY = ("Relu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "LeakyRelu", "Clip", "Elu")
@@ -45,7 +45,7 @@ class Region:
         return self.concat.name
 
 
-def concat_free(model: ir.Model) -> PassOutcome:
+def concat_free(model: ir.Model, options: RewriteOptions) -> PassOutcome:
     graph = model.graph
     namer = Namer(graph)
     outcome = PassOutcome(details={"matched": [], "skipped": []})

@@ -14,7 +14,7 @@ import onnx_ir as ir
 
 from mixdeploy.onnx.graph import (Namer, add_initializer, attr, const_array, conv_info, is_channel_axis,
                                   only_use, replace_value)
-from mixdeploy.onnx.passes import PassOutcome
+from mixdeploy.onnx.passes import PassOutcome, RewriteOptions
 
 
 def convs_feeding(value: ir.Value) -> list[tuple] | None:
@@ -37,7 +37,7 @@ def convs_feeding(value: ir.Value) -> list[tuple] | None:
     return parts
 
 
-def fold_batchnorm(model: ir.Model) -> PassOutcome:
+def fold_batchnorm(model: ir.Model, options: RewriteOptions) -> PassOutcome:
     outcome = PassOutcome(details={"left_unfolded": []})
     graph = model.graph
     namer = Namer(graph)

@@ -10,7 +10,7 @@ import numpy as np
 import onnx_ir as ir
 
 from mixdeploy.onnx.graph import attr, const_array, conv_info
-from mixdeploy.onnx.passes import PassOutcome
+from mixdeploy.onnx.passes import PassOutcome, RewriteOptions
 
 
 def spatial_zero_pads(pad: ir.Node) -> tuple[int, int, int, int] | None:
@@ -46,7 +46,7 @@ def spatial_zero_pads(pad: ir.Node) -> tuple[int, int, int, int] | None:
     return int(begin[2]), int(begin[3]), int(end[2]), int(end[3])
 
 
-def fold_pad(model: ir.Model) -> PassOutcome:
+def fold_pad(model: ir.Model, options: RewriteOptions) -> PassOutcome:
     outcome = PassOutcome()
     graph = model.graph
     for pad in [n for n in graph if n.op_type == "Pad"]:

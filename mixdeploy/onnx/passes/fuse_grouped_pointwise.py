@@ -2,6 +2,7 @@
 
 MixNet's `a1.1`/`p1.1` blocks split their 1x1 convs in two; one grouped CONV_2D ran
 2x faster in int8 TFLite than split + two convs + concat (docs/rewrites.md, "The measurements").
+A split written as Slice ops is found once slices_to_split (earlier in the default order) made it a Split.
 """
 
 from __future__ import annotations
@@ -9,10 +10,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from mixdeploy.onnx.graph import Namer, add_initializer, conv_attributes, new_node, replace_value
-from mixdeploy.onnx.passes import PassOutcome
-from mixdeploy.onnx.passes.branches import SplitConvConcat, split_conv_concats
-from mixdeploy.onnx.passes.slices_to_split import slices_to_split
+from mixdeploy.onnx.graph import Namer, conv_attributes
+from mixdeploy.onnx.passes import PassOutcome, RewriteOptions
+from mixdeploy.onnx.passes.branches import SplitConvConcat, replace_by_one_conv, split_conv_concats
 
 
 def is_grouped_pointwise(match: SplitConvConcat) -> bool:
@@ -22,22 +22,14 @@ def is_grouped_pointwise(match: SplitConvConcat) -> bool:
             and len({c.weight.dtype for c in convs}) == 1)
 
 
-def fuse_grouped_pointwise(model: ir.Model) -> PassOutcome:
-    slices_to_split(model)
+def fuse_grouped_pointwise(model: ir.Model, options: RewriteOptions) -> PassOutcome:
     graph = model.graph
     namer = Namer(graph)
     outcome = PassOutcome()
     for match in [m for m in split_conv_concats(graph) if is_grouped_pointwise(m)]:
         weight = np.concatenate([c.weight for c in match.convs], axis=0)
-        bias = np.concatenate([c.bias if c.bias is not None else np.zeros(c.out_channels, c.weight.dtype)
-                               for c in match.convs])
-        inputs = [match.split.inputs[0], add_initializer(graph, namer, f"{match.name}.weight", weight)]
-        if any(c.bias is not None for c in match.convs):
-            inputs.append(add_initializer(graph, namer, f"{match.name}.bias", bias))
-        conv = new_node(namer, match.name, "Conv", inputs,
-                        conv_attributes(len(match.convs), (1, 1), (0, 0, 0, 0), kernel=(1, 1)))
-        conv.outputs[0].shape, conv.outputs[0].type = match.concat.outputs[0].shape, match.concat.outputs[0].type
-        graph.insert_before(match.concat, conv)
-        replace_value(match.concat.outputs[0], conv.outputs[0])
+        bias = match.stacked_bias() if any(c.bias is not None for c in match.convs) else None
+        replace_by_one_conv(graph, namer, match, weight, bias,
+                            conv_attributes(len(match.convs), (1, 1), (0, 0, 0, 0), kernel=(1, 1)))
         outcome.touched.append(match.name)
     return outcome

@@ -1,4 +1,5 @@
-"""lower_mixconv: apply a per-layer lowering choice to every recognized MixConv."""
+"""lower_mixconv: every MixConv lowered as `options.lowering` says (one lowering for all, or
+'auto': per layer, the fastest one timed on this machine's LiteRT, onnx/policy.py)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,20 @@ from typing import Callable
 import onnx_ir as ir
 
 from mixdeploy.onnx.graph import Namer
-from mixdeploy.onnx.lowering import lower_mixconv
-from mixdeploy.onnx.passes import PassOutcome
+from mixdeploy.onnx.lowering import LOWER
+from mixdeploy.onnx.passes import PassOutcome, RewriteOptions
 from mixdeploy.onnx.passes.recognize_mixconv import MixConvSpec, describe, find_mixconvs
 
 
-def lower_mixconvs(model: ir.Model, choose: Callable[[MixConvSpec], str]) -> PassOutcome:
+def lower_mixconv(model: ir.Model, options: RewriteOptions) -> PassOutcome:
     graph = model.graph
     namer = Namer(graph)
     outcome = PassOutcome(details={"layers": [], "extra_macs": 0})
-    for match in find_mixconvs(graph):
-        spec = describe(match)
+    specs = [(match, describe(match)) for match in find_mixconvs(graph)]
+    choose = chooser([spec for _, spec in specs], options)
+    for match, spec in specs:
         asked = choose(spec)
-        done = lower_mixconv(graph, namer, match, asked)
+        done = LOWER[asked](graph, namer, match)
         outcome.details["layers"].append({"name": spec.name, "kernels": [k[0] for k in spec.kernels],
                                           "asked": asked, "applied": done.lowering,
                                           "extra_macs": done.extra_macs, "note": done.note})
@@ -27,3 +29,12 @@ def lower_mixconvs(model: ir.Model, choose: Callable[[MixConvSpec], str]) -> Pas
         if done.lowering != "split":
             outcome.touched.append(spec.name)
     return outcome
+
+
+def chooser(specs: list[MixConvSpec], options: RewriteOptions) -> Callable[[MixConvSpec], str]:
+    if options.lowering != "auto":
+        return lambda spec: options.lowering
+    from mixdeploy.onnx.policy import choose_lowerings
+
+    choices = choose_lowerings(specs, runtime=options.runtime, progress=options.progress)
+    return lambda spec: choices[spec.signature]

@@ -1,8 +1,9 @@
 """recognize_mixconv: find every MixConv (Split -> one depthwise Conv per group -> Concat).
 
-Records kernel sizes and channel groups per layer in the model's metadata_props
-(key `mixdeploy.mixconv`, JSON) so later stages (lowering policy, converter, report)
-need not re-derive them. Slice-chain channel splits are normalized into a Split first.
+Changes nothing in the graph: it reports kernel sizes and channel groups per layer (the pass's
+`mixconvs` detail, `RewriteReport.mixconvs`), which the manifest keeps and `mixdeploy report` and
+`mixdeploy tune` read. A channel split written as Slice ops is found once slices_to_split (earlier
+in the default order) made it a Split. `find_mixconvs` is the one matcher lower_mixconv uses too.
 """
 
 from __future__ import annotations
@@ -13,11 +14,8 @@ from dataclasses import asdict, dataclass
 import onnx_ir as ir
 
 from mixdeploy.onnx.graph import spatial_of
-from mixdeploy.onnx.passes import PassOutcome
+from mixdeploy.onnx.passes import PassOutcome, RewriteOptions
 from mixdeploy.onnx.passes.branches import SplitConvConcat, split_conv_concats
-from mixdeploy.onnx.passes.slices_to_split import slices_to_split
-
-METADATA_KEY = "mixdeploy.mixconv"
 
 
 @dataclass
@@ -58,18 +56,6 @@ def describe(match: SplitConvConcat) -> MixConvSpec:
         output_hw=list(spatial_of(match.concat.outputs[0]) or []) or None)
 
 
-def recognize_mixconv(model: ir.Model) -> PassOutcome:
-    new_splits = slices_to_split(model)
+def recognize_mixconv(model: ir.Model, options: RewriteOptions) -> PassOutcome:
     specs = [describe(m) for m in find_mixconvs(model.graph)]
-    model.metadata_props[METADATA_KEY] = json.dumps([asdict(s) for s in specs])
-    return PassOutcome(touched=[s.name for s in specs],
-                       details={"mixconvs": [asdict(s) for s in specs], "slices_normalized": new_splits})
-
-
-def read_mixconv_metadata(model) -> list[dict]:
-    """The recorded MixConv layers of an onnx.ModelProto or onnx_ir Model ([] when none)."""
-    if isinstance(model, ir.Model):
-        raw = model.metadata_props.get(METADATA_KEY)
-    else:
-        raw = next((p.value for p in model.metadata_props if p.key == METADATA_KEY), None)
-    return json.loads(raw) if raw else []
+    return PassOutcome(touched=[s.name for s in specs], details={"mixconvs": [asdict(s) for s in specs]})

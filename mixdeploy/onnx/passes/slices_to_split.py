@@ -1,7 +1,7 @@
-"""Normalize a channel split written as Slice ops (fan-out or nested chain) into one Split.
+"""slices_to_split: a channel split written as Slice ops (fan-out or nested chain) becomes one Split.
 
-Some exporters cut channels with x[:, a:b] (Slice) instead of torch.split; the MixConv
-patterns only need to know one form.
+Some exporters cut channels with x[:, a:b] (Slice) instead of torch.split; the passes after it
+(recognize_mixconv, fuse_grouped_pointwise, lower_mixconv) then need to know one form only.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import numpy as np
 import onnx_ir as ir
 
 from mixdeploy.onnx.graph import Namer, add_initializer, channels_of, const_array, is_channel_axis, new_node, replace_value
+from mixdeploy.onnx.passes import PassOutcome, RewriteOptions
 
 INT64_MAX = np.iinfo(np.int64).max
 
@@ -54,8 +55,8 @@ def leaf_slices(value: ir.Value, channels: int, offset: int = 0) -> list[tuple[i
     return leaves
 
 
-def slices_to_split(model: ir.Model) -> list[str]:
-    """Rewrite each full, non-overlapping set of channel Slices into one Split. Returns the new Split names."""
+def slices_to_split(model: ir.Model, options: RewriteOptions) -> PassOutcome:
+    """Rewrite each full, non-overlapping set of channel Slices into one Split (touched: the new Splits)."""
     graph = model.graph
     namer = Namer(graph)
     created = []
@@ -97,4 +98,4 @@ def slices_to_split(model: ir.Model) -> list[str]:
             out.type = leaf.outputs[0].type
             replace_value(leaf.outputs[0], out)
         created.append(split.name)
-    return created
+    return PassOutcome(touched=created)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
 
 WORKDIR = Path(tempfile.mkdtemp(prefix="mixdeploy-convert-tests-"))
 SIZE = 64
@@ -101,3 +102,47 @@ def onnx_ops(model: onnx.ModelProto) -> dict[str, int]:
 
 def conv_attrs(node: onnx.NodeProto) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+# ---------------------------------------------------------------- small hand-built graphs
+
+def graph(nodes, in_shape, out_shape, initializers=(), opset=17, name="g"):
+    """A model of `nodes` with input x and output y; initializers as (name, array) pairs."""
+    model = helper.make_model(
+        helper.make_graph(list(nodes), name,
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+                          [numpy_helper.from_array(np.asarray(v), k) for k, v in initializers]),
+        opset_imports=[helper.make_opsetid("", opset)])
+    if out_shape is not None:   # the checker insists on a declared output shape
+        onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def conv_model(group, cin, cout, k, stride=1, pads=None, dilation=1, size=12, seed=1):
+    """One Conv with random weights and bias, input 1 x cin x size x size."""
+    rng = np.random.default_rng(seed)
+    pads = pads if pads is not None else [k // 2] * 4
+    w = rng.standard_normal((cout, cin // group, k, k)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", group=group, kernel_shape=[k, k],
+                            strides=[stride, stride], pads=pads, dilations=[dilation, dilation])
+    return graph([node], [1, cin, size, size], None, [("w", w), ("b", b)])
+
+
+def mixconv_graph():
+    """conv -> split -> depthwise 3x3 / 7x7 -> concat: a minimal MixConv with one large kernel."""
+    rng = np.random.default_rng(0)
+    inits = {"w": rng.standard_normal((8, 3, 1, 1)).astype(np.float32),
+             "w3": rng.standard_normal((4, 1, 3, 3)).astype(np.float32),
+             "w7": rng.standard_normal((4, 1, 7, 7)).astype(np.float32) * 0.1,
+             "sizes": np.array([4, 4], np.int64)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="pw", kernel_shape=[1, 1]),
+             helper.make_node("Split", ["c", "sizes"], ["a", "b"], name="split", axis=1),
+             helper.make_node("Conv", ["a", "w3"], ["da"], name="dw3", group=4, kernel_shape=[3, 3], pads=[1] * 4),
+             helper.make_node("Conv", ["b", "w7"], ["db"], name="dw7", group=4, kernel_shape=[7, 7], pads=[3] * 4),
+             helper.make_node("Concat", ["da", "db"], ["y"], name="concat", axis=1)]
+    return helper.make_model(helper.make_graph(
+        nodes, "mixconv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()]), opset_imports=[helper.make_opsetid("", 17)])

@@ -4,7 +4,9 @@
 
 mixdeploy.bench.twin starts it with the Debian arm64 python3.11 under qemu-aarch64-static (see
 android_bench/setup_arm64_twin.sh); it also runs on a real arm64 Linux machine. It needs only
-the standard library, numpy and ai_edge_litert: mixdeploy is not importable in there.
+the standard library, numpy and ai_edge_litert: mixdeploy is not importable in there. It ships as
+package data of mixdeploy.bench (an installed wheel has it); run as a script, its folder comes first
+on sys.path, and none of the modules beside it shares a name with what it imports.
 
 INPUTS.npy   (N, *input shape without its batch) in the model's input dtype and layout: the exact
              tensors a phone would be given (the host quantizes and transposes). Each row is one
