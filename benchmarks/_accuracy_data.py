@@ -31,6 +31,9 @@ class EvalSet:
 
 def calibration_indices(draw: int, count: int) -> np.ndarray:
     """Train-split indices of calibration draw `draw` (sorted, without repeats)."""
+    if not 1 <= count <= TRAIN_IMAGES or draw < 0:
+        raise ValueError(f"calibration draw {draw} of {count} images: count must be 1..{TRAIN_IMAGES}, draw >= 0 "
+                         "(the arguments are (draw, count))")
     rng = np.random.default_rng(CALIBRATION_SEED_BASE + draw)
     return np.sort(rng.choice(TRAIN_IMAGES, count, replace=False))
 

@@ -10,7 +10,9 @@ Set-up once: `bash benchmarks/setup_peers.sh` (litert-torch, onnx2tf, ExecuTorch
 Per peer and calibration draw: top-1, drop vs PyTorch fp32 (points), top-1 agreement and mean
 logit cosine with PyTorch, conversion wall time and file size; then the spread over draws.
 A peer that fails is a row ("failed: reason"). Results are merged, one entry per checkpoint,
-into benchmarks/results/peers_accuracy.json and rendered to peers_accuracy.md beside it.
+into benchmarks/results/peers_accuracy.json and rendered to peers_accuracy.md beside it; the
+rows of peers not named by --peers are kept when the weights, --images and --calib-count are
+the same, so a slow peer can be measured with fewer draws in a run of its own.
 """
 
 from __future__ import annotations
@@ -58,9 +60,9 @@ def run(args) -> dict:
     entry = {"checkpoint": args.checkpoint.name, "model": loaded.name, "weights_sha256": loaded.weights_sha256,
              "preprocessing": loaded.preprocessing.to_dict(), "images": len(evaluation.images),
              "reference_top1": float((evaluation.reference.argmax(1) == evaluation.labels).mean()),
-             "calibration": {"count": args.calib_count, "draws": args.draws,
-                             "seeds": [accuracy_data.CALIBRATION_SEED_BASE + d for d in range(args.draws)]},
-             "rows": []}
+             "calibration": {"count": args.calib_count, "seed_base": accuracy_data.CALIBRATION_SEED_BASE},
+             "rows": carried_rows(args.out, args.checkpoint.name, loaded.weights_sha256, len(evaluation.images),
+                                  args.calib_count, args.peers)}
     work = args.work / args.checkpoint.stem
     for draw in range(args.draws):
         calibration = accuracy_data.calibration_images(loaded.preprocessing, draw, args.calib_count)
@@ -74,6 +76,17 @@ def run(args) -> dict:
             entry["summary"] = summaries(entry["rows"])
             save(args.out, entry)  # after every row: a long run keeps what it measured
     return entry
+
+
+def carried_rows(out: Path, checkpoint: str, weights_sha256, images: int, calib_count: int, peers) -> list[dict]:
+    """The rows of peers this run does not measure, from an earlier run on the same weights,
+    test images and calibration count (so slow peers can run with fewer draws, separately)."""
+    if not out.is_file():
+        return []
+    old = json.loads(out.read_text()).get(checkpoint)
+    if not old or (old["weights_sha256"], old["images"], old["calibration"]["count"]) != (weights_sha256, images, calib_count):
+        return []
+    return [row for row in old["rows"] if row["peer"] not in peers]
 
 
 def summaries(rows: list[dict]) -> dict:
@@ -113,7 +126,7 @@ def render_markdown(report: dict) -> str:
              "reference = PyTorch fp32. Cells: mean over draws (min .. max); drop in points (positive = worse).", ""]
     for entry in report.values():
         lines += [f"## {entry['checkpoint']} ({entry['model']}, {entry['images']} test images, "
-                  f"{entry['calibration']['draws']} draws x {entry['calibration']['count']} calibration images, "
+                  f"{entry['calibration']['count']} calibration images per draw, "
                   f"PyTorch fp32 top-1 {entry['reference_top1']:.2%})", "",
                   "| peer | draws | int8 top-1 | drop (pts) | top-1 agreement | mean cosine | convert s | MB |",
                   "|---|---|---|---|---|---|---|---|"]
@@ -151,7 +164,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="a mixdeploy checkpoint (names its model and preprocessing)")
     parser.add_argument("--images", type=int, default=2000, help="first N Fashion-MNIST test images")
     parser.add_argument("--draws", type=int, default=3, help="calibration draws (seeds 1000, 1001, ...)")
-    parser.add_argument("--calib-count", type=int, default=256, help="calibration images per draw")
+    parser.add_argument("--calib-count", type=int, default=64,
+                        help="calibration images per draw (64: what `mixdeploy export --calib` and benchmarks/accuracy.py use)")
     parser.add_argument("--peers", nargs="+", default=list(peers_lib.PEERS), choices=list(peers_lib.PEERS))
     parser.add_argument("--out", type=Path, default=RESULTS / "peers_accuracy.json")
     parser.add_argument("--work", type=Path, default=RESULTS / "work" / "peers_accuracy", help="converted models go here")
