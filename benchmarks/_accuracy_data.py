@@ -18,7 +18,7 @@ import numpy as np
 from mixdeploy import data, parity, runtimes
 from mixdeploy.preprocess import Preprocessing
 
-CALIBRATION_SEED_BASE = 1000
+CALIBRATION_SEED_BASE = data.TRAIN_SAMPLE_SEED   # draw d uses seed 1000 + d; draw 0 is what export uses
 TRAIN_IMAGES = 60000
 
 
@@ -34,8 +34,8 @@ def calibration_indices(draw: int, count: int) -> np.ndarray:
     if not 1 <= count <= TRAIN_IMAGES or draw < 0:
         raise ValueError(f"calibration draw {draw} of {count} images: count must be 1..{TRAIN_IMAGES}, draw >= 0 "
                          "(the arguments are (draw, count))")
-    rng = np.random.default_rng(CALIBRATION_SEED_BASE + draw)
-    return np.sort(rng.choice(TRAIN_IMAGES, count, replace=False))
+    # the export's own rule (`mixdeploy export --calib fashion-mnist` calibrates on draw 0)
+    return data.train_sample_rows(TRAIN_IMAGES, count, seed=CALIBRATION_SEED_BASE + draw)
 
 
 def calibration_images(preprocessing: Preprocessing, draw: int, count: int) -> np.ndarray:
