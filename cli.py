@@ -27,6 +27,7 @@ COMMANDS = {
     "inspect": "mixdeploy.commands.inspect:inspect",
     "parity": "mixdeploy.commands.parity:parity",
     "bench": "mixdeploy.commands.bench:bench",
+    "profile": "mixdeploy.commands.profile:profile",
     "tune": "mixdeploy.commands.tune:tune",
     "report": "mixdeploy.commands.report:report",
 }
