@@ -235,9 +235,16 @@ def single_op_model(model, index: int, scale: int = 1) -> bytes:
 
 
 def _enlarge(op, tensors, scale: int, name: str) -> None:
-    """Output H, W times `scale`; the input sized for it (VALID: (out-1)*stride + dilated kernel)."""
+    """A conv's output H, W times `scale`, the input sized for it (VALID: (out-1)*stride + dilated
+    kernel); a FULLY_CONNECTED's rows times scale**2 (a GEMM of that many rows)."""
     options = op.builtinOptions
     x, weight, y = tensors[op.inputs[0]], tensors[op.inputs[1]], tensors[op.outputs[0]]
+    if name == "FULLY_CONNECTED":
+        rows = int(np.prod([int(s) for s in y.shape][:-1])) * scale * scale
+        x.shape = np.array([rows, int(weight.shape[1])], dtype=np.int32)
+        y.shape = np.array([rows, int(weight.shape[0])], dtype=np.int32)
+        x.shapeSignature = y.shapeSignature = None
+        return
     n, h, w, c_out = (int(s) for s in y.shape)
     h, w = h * scale, w * scale
     kh, kw = int(weight.shape[1]), int(weight.shape[2])
@@ -304,9 +311,9 @@ def _ceiling_candidates(model, ops: list[ModelOp], classes: list[str]) -> dict[s
     best: dict[str, tuple[float, int, int]] = {}
     for op, cls in zip(ops, classes):
         macs = op_macs(model, graph_ops[op.index])
-        if not macs or op.op_name == "FULLY_CONNECTED":
+        if not macs:
             continue
-        pixels = int(np.prod([int(s) for s in tensors[graph_ops[op.index].outputs[0]].shape][:3]))
+        pixels = int(np.prod([int(s) for s in tensors[graph_ops[op.index].outputs[0]].shape][:-1]))
         per_pixel = macs / pixels
         if cls not in best or per_pixel > best[cls][0]:
             best[cls] = (per_pixel, op.index, macs)
