@@ -9,9 +9,10 @@ time. What single-op timing does not see: XNNPACK fusing ops across the graph (a
 convolution after it) and activations staying in cache from producer to consumer; the sum of the
 op times beside the whole model's time says how much that is.
 
-The ceiling of a class is a single-op model of that class timed in the same run: its op with the
-most MACs per output pixel (the most channels), enlarged spatially to ~4M MACs so the call
-overhead vanishes: what this machine's kernels reach on that class. The roofline is the sum over
+The ceiling of a class is the best GMAC/s of a single-op model of that class timed in the same
+run: its op with the most MACs per output pixel (the most channels) enlarged spatially to ~4M
+MACs so the call overhead vanishes, or any of its ops as it is that ran long enough to time
+(memory-bound kernels are faster on data that fits in cache): what this machine reaches there. The roofline is the sum over
 ops of MACs / ceiling of the op's class; ops without MACs add nothing to it.
 
 A phone's op profile (`benchmark_model --enable_op_profiling`, as `bench --op-profile` runs it)
@@ -49,6 +50,7 @@ DATA_MOVEMENT_OPS = {"PAD", "PADV2", "SLICE", "STRIDED_SLICE", "SPLIT", "SPLIT_V
 # pieces of a decomposed large kernel (`blocks.2.0.conv_dw.2/piece1/...`), as the converter names them.
 _SE_SCOPE = re.compile(r"(^|\.)se(\.|/|$)")
 _PIECE_SCOPE = re.compile(r"/piece\d+(/|$)")
+RELIABLE_OVER_OVERHEAD = 10   # an op's own time counts for a ceiling when over this many invoke costs
 CEILING_MACS = 4e6           # a ceiling op is enlarged to about this many MACs: call overhead ~1%,
                              # and short enough (~0.1 ms) that other processes rarely preempt it
 
@@ -374,7 +376,7 @@ def profile_host(tflite_path: str | Path, threads: int = 1, runs: int = 20, warm
     op_times = [OpTime(op.index, op.op_name, cls, op.outputs[0] if op.outputs else "",
                        op_macs(model, graph_ops[op.index]), ms, bool(r.delegate_nodes))
                 for op, cls, ms, r in zip(ops, classes, net[2:2 + len(ops)], results[2:2 + len(ops)])]
-    ceilings = _ceilings(op_times, enlarged, net[2 + len(ops):])
+    ceilings = _ceilings(op_times, enlarged, net[2 + len(ops):], overhead)
     result = ProfileResult(model_path=str(tflite_path), threads=threads, whole_ms=net[0], ops=op_times,
                            classes=class_times(op_times, ceilings), invoke_overhead_ms=overhead,
                            host=host_info(),
@@ -399,13 +401,19 @@ def _repeated(make, n: int):
     return make_n
 
 
-def _ceilings(op_times: list[OpTime], enlarged: dict[str, tuple[int, int, int]],
-              enlarged_ms: list[float]) -> dict[str, tuple[float, str]]:
-    """Per class: GMAC/s of its enlarged op. Not the best of its ops alone: a small op's few
-    microseconds, less the invoke's cost, are too noisy to divide MACs by."""
+def _ceilings(op_times: list[OpTime], enlarged: dict[str, tuple[int, int, int]], enlarged_ms: list[float],
+              overhead_ms: float) -> dict[str, tuple[float, str]]:
+    """Per class: the highest GMAC/s measured in this run on one of its ops, enlarged or as it is.
+    An op as it is counts only when it ran well over an invoke's cost (RELIABLE_OVER_OVERHEAD
+    times): a few microseconds less that cost are too noisy to divide MACs by. As it is matters
+    for memory-bound kernels (fp32 depthwise), whose enlarged data no longer fits in cache."""
     names = {op.index: op.op_name for op in op_times}
-    return {cls: (macs / (ms * 1e6), f"op {index} {names[index]}, H and W x{scale}")
+    best = {cls: (macs / (ms * 1e6), f"op {index} {names[index]}, enlarged x{scale}")
             for (cls, (index, scale, macs)), ms in zip(enlarged.items(), enlarged_ms) if ms > 0}
+    for op in op_times:
+        if op.gmacs and op.ms >= RELIABLE_OVER_OVERHEAD * overhead_ms and op.gmacs > best.get(op.op_class, (0, ""))[0]:
+            best[op.op_class] = (op.gmacs, f"op {op.index} {op.op_name}")
+    return best
 
 
 # --- a phone's op profile ------------------------------------------------------------------------

@@ -52,8 +52,8 @@ def _num(value, fmt: str) -> str:
 
 def class_table(result) -> Table:
     table = Table(box=box.SIMPLE_HEAD, title=f"{escape(result.model_path)}: per op class, {result.threads} thread(s)",
-                  caption=escape(result.source) + "; ceiling: GMAC/s of the class's widest op alone, "
-                          "enlarged; roofline: MACs / ceiling (ms)")
+                  caption=escape(result.source) + "; ceiling: best GMAC/s of one op of the class alone "
+                          "(its widest enlarged, or any); roofline: MACs / ceiling (ms)")
     for col in ("class", "ops", "ms", "MMAC", "GMAC/s", "ceiling", "of ceil", "roofline"):
         table.add_column(col, justify="left" if col == "class" else "right", no_wrap=col != "class",
                          min_width=16 if col == "class" else None)
