@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 import pytest
@@ -98,3 +100,33 @@ def test_tflite_runner_does_not_batch_a_graph_with_a_hard_coded_batch(tmp_path):
     logits = TfliteRunner(path).run(images, batch_size=4)
     expected = images.transpose(0, 2, 3, 1).reshape(7, 48) @ weights
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_large_images_go_through_in_cache_sized_forwards():
+    import torch
+
+    assert runtimes.cache_sized_batch(64, (200, 3, 224, 224)) == 4
+    assert runtimes.cache_sized_batch(64, (200, 3, 32, 32)) == 64       # the 32-px fixture: whole batches
+    assert runtimes.cache_sized_batch(64, (2, 3, 2000, 2000)) == 1
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x):
+            seen.append(len(x))
+            return x.mean(dim=(2, 3)) * torch.arange(1, 4)
+
+    images = np.random.default_rng(0).standard_normal((10, 3, 224, 224)).astype(np.float32)
+    logits = runtimes.TorchRunner(Recorder()).run(images, batch_size=64)
+    assert seen == [4, 4, 2]                      # in order, every image once
+    np.testing.assert_allclose(logits, images.mean(axis=(2, 3)) * np.arange(1, 4), rtol=1e-5)
+
+
+def test_cli_makes_openmp_threads_yield_unless_told_otherwise(monkeypatch):
+    import cli
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    cli.threads_that_yield()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    cli.threads_that_yield()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

@@ -107,8 +107,9 @@ class _Config:
     make: Callable[[], Callable[[], object]]
 
 
-def _litert_runner(model: str | bytes, threads: int, use_xnnpack: bool, input_nhwc: np.ndarray):
-    """`model`: a .tflite path, or the flatbuffer itself (candidates built in memory)."""
+def _litert_runner(model: str | bytes, threads: int, use_xnnpack: bool, input_nhwc: np.ndarray | list[np.ndarray]):
+    """`model`: a .tflite path, or the flatbuffer itself (candidates built in memory); `input_nhwc`:
+    its input, or one array per input (single-op models of ADD, CONCATENATION...)."""
     def make():
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -116,8 +117,9 @@ def _litert_runner(model: str | bytes, threads: int, use_xnnpack: bool, input_nh
         source = {"model_content": model} if isinstance(model, bytes) else {"model_path": model}
         interp = Interpreter(**source, num_threads=threads, experimental_op_resolver_type=resolver)
         interp.allocate_tensors()
-        index = interp.get_input_details()[0]["index"]
-        interp.set_tensor(index, input_nhwc)
+        values = input_nhwc if isinstance(input_nhwc, list) else [input_nhwc]
+        for details, value in zip(interp.get_input_details(), values):
+            interp.set_tensor(details["index"], value)
         # Proof of what ran: XNNPACK shows up as DELEGATE nodes in the execution plan.
         facts = {"delegate_nodes": sum(op["op_name"] == "DELEGATE" for op in interp._get_ops_details())}
 
@@ -236,8 +238,9 @@ def bench_models(models: dict[str, str | os.PathLike | bytes], threads: Sequence
     return medians
 
 
-def _run_interleaved(configs: list[_Config], runs: int, warmup: int) -> list[HostConfigResult]:
-    """Prepare every config, then time one run of each per round, `runs` rounds."""
+def _run_interleaved(configs: list[_Config], runs: int, warmup: int,
+                     on_round: Callable[[], None] = lambda: None) -> list[HostConfigResult]:
+    """Prepare every config, then time one run of each per round, `runs` rounds (`on_round` after each)."""
     prepared = []
     for config in configs:
         with _MemoryProbe() as probe:
@@ -254,6 +257,7 @@ def _run_interleaved(configs: list[_Config], runs: int, warmup: int) -> list[Hos
             start = time.perf_counter()
             run()
             samples[i].append((time.perf_counter() - start) * 1000)
+        on_round()
     return [_summarise(config, init_ms, mem, facts, times)
             for (config, _, init_ms, mem, facts), times in zip(prepared, samples)]
 
