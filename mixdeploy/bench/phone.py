@@ -68,6 +68,7 @@ class SlowDepthwise:
     kernel: tuple[int, int] | None
     node_type: str
     avg_ms: float
+    profile_row: str = ""      # the op profile row it was matched to (real profiles name rows by node, not tensor)
 
 
 @dataclass
@@ -379,7 +380,8 @@ def find_slow_depthwise(rows: list[OpProfileRow], tflite_path: Path) -> list[Slo
             continue
         name = op.outputs[0]
         slow.append(SlowDepthwise(name=name, layer=next(filter(None, map(mixnet_layer_name, op.scopes)), None),
-                                  kernel=op.kernel, node_type=matched.row.node_type, avg_ms=matched.row.avg_ms))
+                                  kernel=op.kernel, node_type=matched.row.node_type, avg_ms=matched.row.avg_ms,
+                                  profile_row=matched.row.name))
     return slow
 
 

@@ -183,7 +183,11 @@ def _short_node_type(node_type: str) -> str:
 
 
 def _slow_entry(row: dict, slow: list[dict]) -> dict | None:
-    return next((s for s in slow if s.get("name") and s["name"] in row.get("name", "")), None)
+    """The slow-depthwise entry of this profile row: by the row it was matched to, or (results
+    written before `profile_row` existed) by its tensor name inside the row's name."""
+    name = row.get("name", "")
+    return next((s for s in slow if (s.get("profile_row") and s["profile_row"] == name)
+                 or (not s.get("profile_row") and s.get("name") and s["name"] in name)), None)
 
 
 def op_profile_section(inputs: Inputs) -> Section:
