@@ -26,7 +26,6 @@ Prints tables with ratios to mixdeploy int8 and writes benchmarks/results/peers.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -129,7 +128,7 @@ def accuracy_phase(args, loaded, out: Path) -> tuple[dict, dict]:
 
 
 def latency_configs(models: dict[str, tuple[str, Path]], threads, sessions: list):
-    """One host._Config per (model, thread count), in the runtime each model is meant for."""
+    """One host.TimedConfig per (model, thread count), in the runtime each model is meant for."""
     from mixdeploy.bench import host
 
     configs, labels = [], []
@@ -137,11 +136,11 @@ def latency_configs(models: dict[str, tuple[str, Path]], threads, sessions: list
         for n in threads:
             if path.suffix == ".tflite":
                 _, model_input = host.random_inputs(host.tflite_input_details(str(path)))
-                configs.append(host._Config("litert", n, True, host._litert_runner(str(path), n, True, model_input)))
+                configs.append(host.TimedConfig("litert", n, True, host.litert_runner(str(path), n, True, model_input)))
             elif path.suffix == ".onnx":
-                configs.append(host._Config("onnxruntime", n, None, host._onnxruntime_runner(str(path), n, _random_nchw())))
+                configs.append(host.TimedConfig("onnxruntime", n, None, host.onnxruntime_runner(str(path), n, _random_nchw())))
             else:
-                configs.append(host._Config("executorch", n, None, _executorch_runner(path, n, sessions)))
+                configs.append(host.TimedConfig("executorch", n, None, _executorch_runner(path, n, sessions)))
             labels.append(label)
     return configs, labels
 
@@ -175,7 +174,7 @@ def speed_phase(args, loaded, out: Path, accuracy_converted: dict) -> dict:
     sessions: list = []
     try:
         configs, labels = latency_configs(models, (1, 2), sessions)
-        results = host._run_interleaved(configs, args.runs, warmup=5)
+        results = host.run_interleaved(configs, args.runs, warmup=5)
     finally:
         for session in sessions:
             session.close()

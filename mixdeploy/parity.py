@@ -443,7 +443,7 @@ def to_markdown(result: ParityResult) -> str:
         "",
         f"- data: {result.data} ({result.images} images)",
         f"- result: **{'PASS' if result.passed else 'FAIL'}**",
-        f"- thresholds: " + ", ".join(f"{k}={v}" for k, v in result.thresholds.to_dict().items() if v is not None),
+        "- thresholds: " + ", ".join(f"{k}={v}" for k, v in result.thresholds.to_dict().items() if v is not None),
         *([f"- ray: {cluster_summary(result.cluster)}"] if result.cluster else []),
         "",
         "| " + " | ".join(HEADERS) + " |",

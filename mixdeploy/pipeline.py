@@ -263,7 +263,7 @@ def _export_into(staging: Path, options: ExportOptions, progress: Progress, warn
     staged: dict[str, Path] = {}
 
     progress("export ONNX", 0, 1)
-    staged["onnx"], manifest["stages"]["export"] = _source_onnx(loaded, staging / "model.onnx", options, warn)
+    staged["onnx"], manifest["stages"]["export"] = source_onnx(loaded, staging / "model.onnx", options, warn)
 
     progress(f"rewrite ({options.lowering})", 0, 1)
     # `auto` measures each MixConv lowering on the runtime that will run it: int8 and fp32
@@ -283,7 +283,7 @@ def _export_into(staging: Path, options: ExportOptions, progress: Progress, warn
     return manifest, staged
 
 
-def _source_onnx(loaded, path: Path, options, warn) -> tuple[Path, dict]:
+def source_onnx(loaded, path: Path, options, warn) -> tuple[Path, dict]:
     """model.onnx, what the rewrite starts from: exported from the PyTorch module, or the user's
     ONNX graph (at its static HxW) simplified with onnxsim."""
     from mixdeploy.onnx.export import export_onnx, simplify_onnx
@@ -318,7 +318,7 @@ def _convert_all(staging, model, loaded, options, manifest, progress, warn) -> d
     from mixdeploy.tflite.convert import convert_onnx
 
     needs_calibration = any(p in ("int8", "int16x8") for p in options.precisions)
-    calibration = _calibration_images(loaded, options, warn) if needs_calibration else None
+    calibration = calibration_images(loaded, options, warn) if needs_calibration else None
     results = {}
     manifest["stages"]["convert"] = {}
     for precision in options.precisions:
@@ -341,7 +341,7 @@ def _convert_all(staging, model, loaded, options, manifest, progress, warn) -> d
     return results
 
 
-def _calibration_images(loaded, options, warn) -> np.ndarray:
+def calibration_images(loaded, options, warn) -> np.ndarray:
     from mixdeploy import data
 
     if options.calib is None:

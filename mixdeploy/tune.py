@@ -142,9 +142,9 @@ class VariantBuilder:
         progress("load model", 0, 1)
         self.loaded = load_model(options.source, weights=options.weights, num_classes=options.num_classes,
                                  preprocessing=options.preprocessing, factory_kwargs=options.factory_kwargs)
-        path, _ = pipeline._source_onnx(self.loaded, work / "model.onnx", export, warn)
+        path, _ = pipeline.source_onnx(self.loaded, work / "model.onnx", export, warn)
         self.onnx = onnx.load(path)
-        self.calibration = (pipeline._calibration_images(self.loaded, export, warn)
+        self.calibration = (pipeline.calibration_images(self.loaded, export, warn)
                             if options.precision == "int8" else None)
         self.built: dict[tuple, Variant] = {}
 

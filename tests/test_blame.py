@@ -13,7 +13,7 @@ from mixdeploy import blame
 TARGET = "blocks.2.0.conv_pwl"   # a 1x1 projection conv in the middle of MixNet-S
 
 
-def _schema():
+def tflite_schema():
     try:
         from ai_edge_litert import schema_py_generated as schema
     except ImportError:
@@ -27,7 +27,7 @@ def break_calibrated_range(calibrated: blame.CalibratedModel, node: str, factor:
     This is "quantizing with a broken range": the float function is untouched, only the range the
     quantizer will use for this one layer is wrong.
     """
-    schema = _schema()
+    schema = tflite_schema()
     data = bytearray(calibrated.flatbuffer)
     model = schema.Model.GetRootAsModel(data, 0)
     graph = model.Subgraphs(0)

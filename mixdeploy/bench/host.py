@@ -100,14 +100,14 @@ class _MemoryProbe:
 # --- runners: each returns a zero-argument callable that does one inference --------------------
 
 @dataclass
-class _Config:
+class TimedConfig:
     runtime: str
     threads: int
     xnnpack: bool | None
     make: Callable[[], Callable[[], object]]
 
 
-def _litert_runner(model: str | bytes, threads: int, use_xnnpack: bool, input_nhwc: np.ndarray | list[np.ndarray]):
+def litert_runner(model: str | bytes, threads: int, use_xnnpack: bool, input_nhwc: np.ndarray | list[np.ndarray]):
     """`model`: a .tflite path, or the flatbuffer itself (candidates built in memory); `input_nhwc`:
     its input, or one array per input (single-op models of ADD, CONCATENATION...)."""
     def make():
@@ -129,7 +129,7 @@ def _litert_runner(model: str | bytes, threads: int, use_xnnpack: bool, input_nh
     return make
 
 
-def _onnxruntime_runner(onnx_path: str, threads: int, input_nchw: np.ndarray):
+def onnxruntime_runner(onnx_path: str, threads: int, input_nchw: np.ndarray):
     def make():
         import onnxruntime as ort
 
@@ -206,7 +206,7 @@ def bench_host(tflite_path: str | os.PathLike, threads: Sequence[int] = (1, 2), 
 
     configs = _build_configs(tflite_path, threads, use_xnnpack, also_without_xnnpack, baselines,
                              onnx_path, torch_module, input_nchw, input_model)
-    results = _run_interleaved(configs, runs, warmup)
+    results = run_interleaved(configs, runs, warmup)
     return HostBenchResult(model_path=tflite_path, input_shape=[int(s) for s in details["shape"]],
                            input_dtype=np.dtype(details["dtype"]).name, configs=results,
                            host=host_info())
@@ -223,22 +223,22 @@ def bench_models(models: dict[str, str | os.PathLike | bytes], threads: Sequence
         model = model if isinstance(model, bytes) else str(model)
         _, model_input = random_inputs(tflite_input_details(model))
         for n in threads:
-            configs.append(_Config("litert", n, True, _litert_runner(model, n, True, model_input)))
+            configs.append(TimedConfig("litert", n, True, litert_runner(model, n, True, model_input)))
             labels.append(label)
     if onnx_path is not None:
         first_model = next(iter(models.values()))
         first = tflite_input_details(first_model if isinstance(first_model, bytes) else str(first_model))
         input_nchw, _ = random_inputs(first)
         for n in threads:
-            configs.append(_Config("onnxruntime", n, None, _onnxruntime_runner(str(onnx_path), n, input_nchw)))
+            configs.append(TimedConfig("onnxruntime", n, None, onnxruntime_runner(str(onnx_path), n, input_nchw)))
             labels.append("onnxruntime fp32")
     medians: dict[str, dict[str, float]] = {}
-    for label, result in zip(labels, _run_interleaved(configs, runs, warmup)):
+    for label, result in zip(labels, run_interleaved(configs, runs, warmup)):
         medians.setdefault(label, {})[str(result.threads)] = result.median_ms
     return medians
 
 
-def _run_interleaved(configs: list[_Config], runs: int, warmup: int,
+def run_interleaved(configs: list[TimedConfig], runs: int, warmup: int,
                      on_round: Callable[[], None] = lambda: None) -> list[HostConfigResult]:
     """Prepare every config, then time one run of each per round, `runs` rounds (`on_round` after each)."""
     prepared = []
@@ -263,7 +263,7 @@ def _run_interleaved(configs: list[_Config], runs: int, warmup: int,
 
 
 def _build_configs(tflite_path, threads, use_xnnpack, also_without_xnnpack, baselines, onnx_path,
-                   torch_module, input_nchw, input_model) -> list[_Config]:
+                   torch_module, input_nchw, input_model) -> list[TimedConfig]:
     unknown = set(baselines) - {"onnxruntime", "torch"}
     if unknown:
         raise MixdeployError(f"unknown baseline(s) {sorted(unknown)}: choose onnxruntime and/or torch")
@@ -271,19 +271,19 @@ def _build_configs(tflite_path, threads, use_xnnpack, also_without_xnnpack, base
     configs = []
     for n in threads:
         for xnn in xnnpack_modes:
-            configs.append(_Config("litert", n, xnn, _litert_runner(tflite_path, n, xnn, input_model)))
+            configs.append(TimedConfig("litert", n, xnn, litert_runner(tflite_path, n, xnn, input_model)))
         if "onnxruntime" in baselines:
             if onnx_path is None:
                 raise MixdeployError("the onnxruntime baseline needs the .onnx model: pass --onnx PATH")
-            configs.append(_Config("onnxruntime", n, None, _onnxruntime_runner(str(onnx_path), n, input_nchw)))
+            configs.append(TimedConfig("onnxruntime", n, None, onnxruntime_runner(str(onnx_path), n, input_nchw)))
         if "torch" in baselines:
             if torch_module is None:
                 raise MixdeployError("the torch baseline needs the PyTorch model: pass --torch-model NAME")
-            configs.append(_Config("torch", n, None, _torch_runner(torch_module, n, input_nchw)))
+            configs.append(TimedConfig("torch", n, None, _torch_runner(torch_module, n, input_nchw)))
     return configs
 
 
-def _summarise(config: _Config, init_ms: float, mem_mb: float | None, facts: dict,
+def _summarise(config: TimedConfig, init_ms: float, mem_mb: float | None, facts: dict,
                times: list[float]) -> HostConfigResult:
     arr = np.asarray(times)
     return HostConfigResult(runtime=config.runtime, threads=config.threads, xnnpack=config.xnnpack,

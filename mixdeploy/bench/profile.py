@@ -3,7 +3,7 @@
 LiteRT's Python interpreter has no op profiler, so on the host every op is cut out of the model
 into a single-op model (its own weights, quantization and shapes; its activations fed random
 values) and timed by LiteRT/XNNPACK, interleaved with the whole model in one run
-(`host._run_interleaved`), so load changes on a shared machine hit all of them alike. The cost
+(`host.run_interleaved`), so load changes on a shared machine hit all of them alike. The cost
 of one `invoke()` from Python is measured in the same run (a 1-element ADD) and taken off every
 time. What single-op timing does not see: XNNPACK fusing ops across the graph (a PAD into the
 convolution after it) and activations staying in cache from producer to consumer; the sum of the
@@ -157,8 +157,8 @@ def class_times(ops: list[OpTime], ceilings: dict[str, tuple[float, str]] | None
 
 # --- the model's flatbuffer: MACs and single-op models ------------------------------------------
 
-def _schema():
-    from mixdeploy.tflite.inspect import _schema as schema
+def tflite_schema():
+    from mixdeploy.tflite.inspect import tflite_schema as schema
     return schema()
 
 
@@ -169,7 +169,7 @@ def read_flatbuffer(path: Path):
 
 
 def _opcode_name(model, op) -> str:
-    schema = _schema()
+    schema = tflite_schema()
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     code = model.operatorCodes[op.opcodeIndex]
     return names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
@@ -199,7 +199,7 @@ def single_op_model(model, index: int, scale: int = 1) -> bytes:
 
     import flatbuffers
 
-    schema = _schema()
+    schema = tflite_schema()
     graph = model.subgraphs[0]
     op = copy.deepcopy(graph.operators[index])
     used = [i for i in list(op.inputs) + list(op.outputs) if i >= 0]
@@ -252,7 +252,7 @@ def _enlarge(op, tensors, scale: int, name: str) -> None:
     kh, kw = int(weight.shape[1]), int(weight.shape[2])
     sh, sw = options.strideH, options.strideW
     dh, dw = options.dilationHFactor, options.dilationWFactor
-    same = options.padding == _schema().Padding.SAME
+    same = options.padding == tflite_schema().Padding.SAME
     in_h = h * sh if same else (h - 1) * sh + (kh - 1) * dh + 1
     in_w = w * sw if same else (w - 1) * sw + (kw - 1) * dw + 1
     x.shape = np.array([n, in_h, in_w, int(x.shape[3])], dtype=np.int32)
@@ -265,7 +265,7 @@ def tiny_add_model(dtype: str) -> bytes:
     """A 1-element ADD: what one `invoke()` costs from Python, the overhead taken off every time."""
     import flatbuffers
 
-    schema = _schema()
+    schema = tflite_schema()
     code = schema.OperatorCodeT()
     code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.ADD
     tensors = []
@@ -331,7 +331,7 @@ def profile_host(tflite_path: str | Path, threads: int = 1, runs: int = 20, warm
     """Time every op of the model alone, each class's ceiling and the whole model, in one run.
     A sample of a single-op model is `repeat` invokes back to back (its weights and inputs in cache,
     as a real op's inputs are when its producer just wrote them), divided by `repeat`."""
-    from mixdeploy.bench.host import _Config, _litert_runner, _run_interleaved, host_info
+    from mixdeploy.bench.host import TimedConfig, litert_runner, run_interleaved, host_info
 
     tflite_path = Path(tflite_path)
     if not tflite_path.is_file():
@@ -345,11 +345,11 @@ def profile_host(tflite_path: str | Path, threads: int = 1, runs: int = 20, warm
     whole = tflite_path.read_bytes()
     dtype = "int8" if np.dtype(_inputs_for(whole)[0].dtype).kind == "i" else "fp32"
 
-    configs: list[_Config] = []
+    configs: list[TimedConfig] = []
     repeats: list[int] = []
     def add(model_bytes: bytes, n: int) -> None:
-        make = _litert_runner(model_bytes, threads, True, _inputs_for(model_bytes))
-        configs.append(_Config("litert", threads, True, _repeated(make, n)))
+        make = litert_runner(model_bytes, threads, True, _inputs_for(model_bytes))
+        configs.append(TimedConfig("litert", threads, True, _repeated(make, n)))
         repeats.append(n)
     add(whole, 1)
     add(tiny_add_model(dtype), repeat)
@@ -366,7 +366,7 @@ def profile_host(tflite_path: str | Path, threads: int = 1, runs: int = 20, warm
         rounds["done"] += 1
         progress("timing (interleaved rounds)", rounds["done"], runs)
     progress("timing (interleaved rounds)", 0, runs)
-    results = _run_interleaved(configs, runs, warmup, on_round=on_round)
+    results = run_interleaved(configs, runs, warmup, on_round=on_round)
 
     # min, not median: on a shared machine a run of milliseconds (the whole model) is preempted far
     # more often than one of microseconds (an op), so medians would inflate the whole model only.

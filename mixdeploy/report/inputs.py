@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mixdeploy.errors import MixdeployError
-from mixdeploy.manifest import MANIFEST_NAME
 
 MAX_DEPTH = 3          # release folder / model folder / parity folder
 WHAT_TO_GIVE = ("give export folders (with manifest.json), the output of `mixdeploy bench --json` "

@@ -118,9 +118,9 @@ DEGENERATE_WIDTH = 1e-6
 def activation_tensors(float_model: bytes) -> tuple[list[int], dict[int, int]]:
     """Float tensors computed at run time (graph inputs and op outputs, not weights), and for each
     op output the op's first activation input."""
-    from mixdeploy.tflite.inspect import _schema
+    from mixdeploy.tflite.inspect import tflite_schema
 
-    schema = _schema()
+    schema = tflite_schema()
     graph = schema.Model.GetRootAsModel(float_model, 0).Subgraphs(0)
     indices = set(graph.InputsAsNumpy().tolist())
     producer_input: dict[int, int] = {}

@@ -52,7 +52,7 @@ class TfliteInspection:
         return d
 
 
-def _schema():
+def tflite_schema():
     try:
         from ai_edge_litert import schema_py_generated as schema
     except ImportError:  # older installs: TensorFlow ships the same bindings
@@ -65,7 +65,7 @@ def _enum_names(enum_cls) -> dict[int, str]:
 
 
 def read_model(path: Path):
-    schema = _schema()
+    schema = tflite_schema()
     data = path.read_bytes()
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise MixdeployError(f"{path} is not a TFLite model (no 'TFL3' flatbuffer identifier); "
@@ -86,7 +86,7 @@ def op_tensor_names(flatbuffer: bytes) -> list[tuple[list[str], list[str]]]:
     An op that produces a graph output has its output renamed after the signature
     ('PartitionedCall:0'); its weights still carry the name of the layer they came from.
     """
-    schema = _schema()
+    schema = tflite_schema()
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
     graph = model.subgraphs[0]
     result = []
@@ -111,7 +111,7 @@ def inspect_tflite(path) -> TfliteInspection:
 
 
 def _inspect(model, path: Path, size: int) -> TfliteInspection:
-    schema = _schema()
+    schema = tflite_schema()
     op_names = _enum_names(schema.BuiltinOperator)
     type_names = _enum_names(schema.TensorType)
 

@@ -131,14 +131,14 @@ def rounded_weights(op: str, float_weights: np.ndarray, scales: np.ndarray, mome
 
 def conv_groups(model) -> dict[str, int]:
     """Output name -> groups of each CONV_2D (input channels / filter input channels)."""
-    from mixdeploy.tflite.bias_correction import _builtin_names, _op_name, conv_key
-    from mixdeploy.tflite.inspect import _schema
+    from mixdeploy.tflite.bias_correction import builtin_op_names, tflite_op_name, conv_key
+    from mixdeploy.tflite.inspect import tflite_schema
 
-    names = _builtin_names(_schema())
+    names = builtin_op_names(tflite_schema())
     graph = model.subgraphs[0]
     groups = {}
     for op in graph.operators or []:
-        if _op_name(model, op, names) == "CONV_2D":
+        if tflite_op_name(model, op, names) == "CONV_2D":
             in_channels = int(graph.tensors[op.inputs[0]].shape[-1])
             filter_in = int(graph.tensors[op.inputs[1]].shape[-1])
             groups[conv_key(graph, op)] = max(1, in_channels // max(filter_in, 1))
@@ -150,17 +150,17 @@ def round_weights(quantized_model: bytes, float_model: bytes, moments: dict[str,
     """The quantized model with error-compensated int8 weights where a moment was measured."""
     from tensorflow.lite.tools import flatbuffer_utils
 
-    from mixdeploy.tflite.bias_correction import _builtin_names, _float_conv_weights, _op_name, conv_key
-    from mixdeploy.tflite.inspect import _schema
+    from mixdeploy.tflite.bias_correction import builtin_op_names, float_conv_weights, tflite_op_name, conv_key
+    from mixdeploy.tflite.inspect import tflite_schema
 
-    schema = _schema()
-    names = _builtin_names(schema)
-    float_weights = _float_conv_weights(flatbuffer_utils.convert_bytearray_to_object(float_model), names)
+    schema = tflite_schema()
+    names = builtin_op_names(schema)
+    float_weights = float_conv_weights(flatbuffer_utils.convert_bytearray_to_object(float_model), names)
     model = flatbuffer_utils.convert_bytearray_to_object(quantized_model)
     graph = model.subgraphs[0]
     changed, rounded_ops = 0, 0
     for op in graph.operators or []:
-        kind = _op_name(model, op, names)
+        kind = tflite_op_name(model, op, names)
         if kind not in CONV_OPS:
             continue
         key = conv_key(graph, op)
