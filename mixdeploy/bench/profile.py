@@ -76,6 +76,11 @@ def op_class(op: ModelOp) -> str:
     return OTHER
 
 
+def achieved_gmacs(macs: int, ms: float) -> float | None:
+    """GMAC/s of `macs` done in `ms` milliseconds (None without MACs or time)."""
+    return macs / (ms * 1e6) if macs and ms > 0 else None
+
+
 @dataclass
 class OpTime:
     index: int
@@ -88,7 +93,7 @@ class OpTime:
 
     @property
     def gmacs(self) -> float | None:
-        return self.macs / (self.ms * 1e6) if self.macs and self.ms > 0 else None
+        return achieved_gmacs(self.macs, self.ms)
 
 
 @dataclass
@@ -103,7 +108,7 @@ class ClassTime:
 
     @property
     def gmacs(self) -> float | None:
-        return self.macs / (self.ms * 1e6) if self.macs and self.ms > 0 else None
+        return achieved_gmacs(self.macs, self.ms)
 
 
 @dataclass
