@@ -72,8 +72,10 @@ def build_report(inputs: Inputs, baseline: Inputs | None = None, tolerances: Tol
         sections.append(baseline_section(changes, baseline_name or "baseline", tolerances))
     sections.insert(0, summary_section(inputs, rows, changes))
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    # blame travels inside parity.json too (the blame.json beside it was dropped as its copy)
+    blames = len(inputs.blame) + sum(1 for p in inputs.parity if isinstance(p.data.get("blame"), dict))
     counts = (f"{len(inputs.exports)} export(s), {len(inputs.bench)} bench result(s), "
-              f"{len(inputs.parity)} parity result(s), {len(inputs.blame)} blame result(s)")
+              f"{len(inputs.parity)} parity result(s), {blames} blame result(s)")
     facts = [counts,
              *(["baseline: " + baseline_name] if baseline is not None else []),
              f"made by mixdeploy {version or ''} on {when}".replace("  ", " ")]
