@@ -85,7 +85,7 @@ def test_unknown_recipe_names_the_choices():
 # --- each technique on a real MixNet: int8 still computes the float function ----------------------------
 
 @pytest.fixture(scope="module")
-def float_and_data():
+def float_and_data(tmp_path_factory):
     from mixdeploy.data import load_images
     from mixdeploy.models import load_model
     from mixdeploy.onnx.export import export_onnx
@@ -94,7 +94,7 @@ def float_and_data():
 
     loaded = load_model(str(CHECKPOINT))
     pre = loaded.preprocessing
-    work = Path(__import__("tempfile").mkdtemp(prefix="recipes-"))
+    work = tmp_path_factory.mktemp("recipes")
     exported = export_onnx(loaded.module, pre.input_size, work / "model.onnx")
     rewritten = rewrite(onnx.load(str(exported.path)), lowering="split").model
     calibration = load_images("fashion-mnist", pre, limit=64, split="train").images

@@ -86,27 +86,33 @@ def conv_geometries(model) -> list[ConvGeometry]:
     return found
 
 
+def padded_taps(x: np.ndarray, geometry: ConvGeometry, dtype) -> tuple[np.ndarray, list[tuple[slice, slice]]]:
+    """A batch of NHWC inputs zero-padded the way the conv pads them (int8 padding is the zero
+    point, i.e. exactly 0.0), and per tap, row-major, the strided (rows, columns) it reads."""
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = geometry.kernel, geometry.stride, geometry.dilation, geometry.output_hw
+    n, h, w, c = x.shape
+    pad_top = pad_left = 0
+    if geometry.same_padding:
+        pad_top = max((oh - 1) * sh + (kh - 1) * dh + 1 - h, 0) // 2
+        pad_left = max((ow - 1) * sw + (kw - 1) * dw + 1 - w, 0) // 2
+    big_h = max((oh - 1) * sh + (kh - 1) * dh + 1, pad_top + h)
+    big_w = max((ow - 1) * sw + (kw - 1) * dw + 1, pad_left + w)
+    padded = np.zeros((n, big_h, big_w, c), dtype)
+    padded[:, pad_top:pad_top + h, pad_left:pad_left + w] = x
+    taps = [(slice(i * dh, i * dh + (oh - 1) * sh + 1, sh), slice(j * dw, j * dw + (ow - 1) * sw + 1, sw))
+            for i in range(kh) for j in range(kw)]
+    return padded, taps
+
+
 def tap_means(mean_input: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
     """T[kh, kw, cin]: the mean over output positions of the input each tap reads (NHWC mean
     input of one image, batch dim dropped); for FULLY_CONNECTED the mean input vector."""
     if geometry.op == "FULLY_CONNECTED":
         return mean_input.reshape(-1, mean_input.shape[-1]).mean(0)
-    x = mean_input.reshape(mean_input.shape[-3:])
-    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = geometry.kernel, geometry.stride, geometry.dilation, geometry.output_hw
-    h, w, c = x.shape
-    pad_top = pad_left = 0
-    if geometry.same_padding:
-        pad_top = max((oh - 1) * sh + (kh - 1) * dh + 1 - h, 0) // 2
-        pad_left = max((ow - 1) * sw + (kw - 1) * dw + 1 - w, 0) // 2
-    big_h, big_w = (oh - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1
-    padded = np.zeros((max(big_h, pad_top + h), max(big_w, pad_left + w), c), np.float64)
-    padded[pad_top:pad_top + h, pad_left:pad_left + w] = x
-    means = np.empty((kh, kw, c), np.float64)
-    for i in range(kh):
-        rows = padded[i * dh: i * dh + (oh - 1) * sh + 1: sh]
-        for j in range(kw):
-            means[i, j] = rows[:, j * dw: j * dw + (ow - 1) * sw + 1: sw].sum((0, 1)) / (oh * ow)
-    return means
+    padded, taps = padded_taps(mean_input.reshape((1,) + mean_input.shape[-3:]), geometry, np.float64)
+    (kh, kw), (oh, ow) = geometry.kernel, geometry.output_hw
+    means = np.stack([padded[0, rows, cols].sum((0, 1)) / (oh * ow) for rows, cols in taps])
+    return means.reshape(kh, kw, -1)
 
 
 class InputMeanObserver:

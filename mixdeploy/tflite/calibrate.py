@@ -154,9 +154,9 @@ class Calibration:
     """What one run of the float model over the calibration images measured."""
 
     ranges: dict[int, tuple[float, float]]            # activation tensor index -> (min, max)
-    tap_means: dict[str, np.ndarray] | None = None    # conv output name -> input tap means (bias correction)
-    moments: dict[str, np.ndarray] | None = None      # conv output name -> E[x x^T] of its input windows
-    conv_groups: dict[str, int] | None = None
+    tap_means: dict[str, np.ndarray] | None = None    # conv_key -> input tap means (bias correction)
+    moments: dict[str, np.ndarray] | None = None      # conv_key -> E[x x^T] of its input windows (weight rounding)
+    conv_groups: dict[str, int] | None = None         # conv_key -> groups of a CONV_2D (weight rounding)
     images: int = 0
 
 
@@ -179,7 +179,7 @@ def calibrate_float_model(float_model: bytes, images_nhwc: np.ndarray, method: s
     model_object = flatbuffer_utils.convert_bytearray_to_object(float_model)
     geometries = conv_geometries(model_object)
     means = InputMeanObserver(geometries) if conv_input_means else None
-    groups = conv_groups(model_object)
+    groups = conv_groups(model_object) if conv_input_moments else None
     moments = SecondMomentObserver(geometries, groups) if conv_input_moments else None
     done = 0
     for start in range(0, len(images_nhwc), batch):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mixdeploy.tflite.bias_correction import CONV_OPS, ConvGeometry
+from mixdeploy.tflite.bias_correction import CONV_OPS, ConvGeometry, padded_taps
 
 DAMPING = 0.01          # H + 1% of its mean diagonal: keeps the inverse stable for dead inputs
 
@@ -26,20 +26,10 @@ def patches(x: np.ndarray, g: ConvGeometry) -> np.ndarray:
     """Input windows of a conv: (positions, kh*kw, channels) for one NHWC image (or a batch)."""
     if g.op == "FULLY_CONNECTED":
         return x.reshape(-1, 1, x.shape[-1])
-    x = x.reshape((-1,) + x.shape[-3:])
-    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = g.kernel, g.stride, g.dilation, g.output_hw
-    n, h, w, c = x.shape
-    pad_top = pad_left = 0
-    if g.same_padding:
-        pad_top = max((oh - 1) * sh + (kh - 1) * dh + 1 - h, 0) // 2
-        pad_left = max((ow - 1) * sw + (kw - 1) * dw + 1 - w, 0) // 2
-    big_h = max((oh - 1) * sh + (kh - 1) * dh + 1, pad_top + h)
-    big_w = max((ow - 1) * sw + (kw - 1) * dw + 1, pad_left + w)
-    padded = np.zeros((n, big_h, big_w, c), np.float32)
-    padded[:, pad_top:pad_top + h, pad_left:pad_left + w] = x
-    taps = [padded[:, i * dh: i * dh + (oh - 1) * sh + 1: sh, j * dw: j * dw + (ow - 1) * sw + 1: sw]
-            for i in range(kh) for j in range(kw)]
-    return np.stack(taps, axis=3).reshape(n * oh * ow, kh * kw, c)
+    padded, taps = padded_taps(x.reshape((-1,) + x.shape[-3:]), g, np.float32)
+    (kh, kw), (oh, ow) = g.kernel, g.output_hw
+    windows = np.stack([padded[:, rows, cols] for rows, cols in taps], axis=3)
+    return windows.reshape(len(padded) * oh * ow, kh * kw, padded.shape[-1])
 
 
 class SecondMomentObserver:
