@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
 import click
@@ -11,6 +12,21 @@ from mixdeploy.errors import MixdeployError
 from mixdeploy.preprocess import INTERPOLATION_NAMES, PreprocessingOverrides, parse_channel_values
 
 CHANNEL_OPTIONS = ("--mean", "--std")
+SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+class CountParam(click.ParamType):
+    """'600M', '1.2G', '250k', '600000000' -> int."""
+
+    name = "count"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kKmMgGtT]?)\s*", str(value))
+        if not match:
+            self.fail(f"{value!r} is not a count; use e.g. 600M, 1.2G or 600000000", param, ctx)
+        return int(round(float(match.group(1)) * SUFFIXES[match.group(2).upper()]))
 
 
 def join_channel_values(args: list[str]) -> list[str]:
