@@ -7,7 +7,7 @@ import click
 from rich.markup import escape
 
 from mixdeploy.commands._console import print_json, stage_progress, stderr, stdout
-from mixdeploy.commands._options import TimmStyleCommand, preprocessing_options
+from mixdeploy.commands._options import TimmStyleCommand, preprocessing_options, threshold_options
 
 
 @click.command(cls=TimmStyleCommand)
@@ -27,10 +27,7 @@ from mixdeploy.commands._options import TimmStyleCommand, preprocessing_options
 @click.option("--report-link", default=None,
               help="Path or URL of the HTML report (`mixdeploy report`) that parity-junit.xml links to "
                    "(default: the parity.md beside it).")
-@click.option("--min-top1-agreement", type=click.FloatRange(0, 1), default=0.99, show_default=True)
-@click.option("--max-top1-drop", type=click.FloatRange(min=0), default=0.5, show_default=True, help="Points.")
-@click.option("--min-cosine", type=click.FloatRange(-1, 1), default=None, help="Mean logit cosine.")
-@click.option("--min-sqnr-db", type=float, default=None, help="Logit SQNR in dB.")
+@threshold_options
 @click.option("--blame/--no-blame", default=True, show_default=True,
               help="Rank the layers of a failing int8 model by quantization error, then verify the fix it suggests.")
 @click.option("--keep-float", "keep_float", default=None,
@@ -49,18 +46,15 @@ from mixdeploy.commands._options import TimmStyleCommand, preprocessing_options
               help="Who runs the TFLite models: host (LiteRT here) or arm64[:CPU], the ARM64 twin "
                    "(LiteRT's aarch64 kernels under qemu; reports outputs that differ from the host's).")
 @click.option("--no-progress", is_flag=True)
-def parity(tflite_paths, min_top1_agreement, max_top1_drop, min_cosine, min_sqnr_db, as_json, no_progress, **request):
+def parity(tflite_paths, as_json, no_progress, **request):
     """Check that TFLite (and ONNX) models compute what MODEL computes in PyTorch.
 
     Exit 0 when every backend meets every threshold, 1 when one does not, 2 for bad input.
     """
     from mixdeploy import gate
-    from mixdeploy.parity import Thresholds
     from mixdeploy.views import parity as view
 
-    request = gate.GateRequest(tflite_paths=list(tflite_paths), **request, thresholds=Thresholds(
-        min_top1_agreement=min_top1_agreement, max_top1_drop=max_top1_drop, min_cosine=min_cosine,
-        min_sqnr_db=min_sqnr_db))
+    request = gate.GateRequest(tflite_paths=list(tflite_paths), **request)
     with stage_progress(enabled=not no_progress and not as_json) as progress:
         outcome = gate.run_gate(request, progress, warn=lambda text: stderr.print(escape(text), style="yellow"))
     if as_json:

@@ -7,9 +7,7 @@ from pathlib import Path
 import click
 
 from mixdeploy.commands._console import print_json, stage_progress, stderr, stdout, warn
-from mixdeploy.commands._options import TimmStyleCommand, preprocessing_options
-from mixdeploy.models.sources import parse_factory_kwargs
-from mixdeploy.tflite.recipe import RECIPES
+from mixdeploy.commands._options import TimmStyleCommand, calibration_options, model_source_options
 
 
 @click.command(cls=TimmStyleCommand)
@@ -17,13 +15,8 @@ from mixdeploy.tflite.recipe import RECIPES
 @click.option("--device", required=True,
               help="host, or a phone: serial, model name substring (e.g. pixel), or android (the one attached).")
 @click.option("--precision", type=click.Choice(["int8", "fp32"]), default="int8", show_default=True)
-@click.option("--weights", type=click.Path(dir_okay=False), help="State dict or checkpoint file.")
-@click.option("--factory-kwargs", help="Keyword arguments for a pkg.module:factory MODEL, as a JSON object.")
-@click.option("--num-classes", type=click.IntRange(min=1), help="Classifier size (default: from weights or 1000).")
-@preprocessing_options
-@click.option("--calib", help="Calibration data (as for export): fashion-mnist, an image folder or a .npy.")
-@click.option("--calib-count", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--quant-recipe", type=click.Choice(list(RECIPES)), default="default", show_default=True)
+@model_source_options
+@calibration_options
 @click.option("--parity-data", help="Inputs for the parity check of the chosen combination "
                                     "(default: the calibration source's test split).")
 @click.option("--parity-count", type=click.IntRange(min=1), default=16, show_default=True)
@@ -39,7 +32,7 @@ from mixdeploy.tflite.recipe import RECIPES
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False),
               help="Keep the variants, tune.json and the bar chart tune.png here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-def tune(model, factory_kwargs, out_dir, as_json, **options):
+def tune(model, out_dir, as_json, **options):
     """Time every MixConv lowering of MODEL on DEVICE and keep, per layer, the fastest that holds parity.
 
     The choices are saved under the device's fingerprint; `mixdeploy export MODEL --tuned-for DEVICE`
@@ -47,8 +40,7 @@ def tune(model, factory_kwargs, out_dir, as_json, **options):
     from mixdeploy.tune import TuneOptions, run_tune
     from mixdeploy.views import tune as view
 
-    options = TuneOptions(source=model, factory_kwargs=parse_factory_kwargs(factory_kwargs),
-                          out_dir=Path(out_dir) if out_dir else None, **options)
+    options = TuneOptions(source=model, out_dir=Path(out_dir) if out_dir else None, **options)
     with stage_progress(enabled=not as_json) as progress:
         result = run_tune(options, progress=progress, warn=warn)
     if as_json:
