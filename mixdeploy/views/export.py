@@ -10,10 +10,14 @@ from rich.table import Table
 from mixdeploy.views import dash_or
 
 
-def show(result, out: Console, notes_to: Console) -> None:
+def show(result, out: Console, notes_to: Console, verbose: bool = False) -> None:
     if result.tuned is not None:
         notes_to.print(escape(tuned_line(result)))
     show_files(result, out)
+    if verbose:
+        from mixdeploy.views import rewrite
+
+        rewrite.show(result.manifest["stages"]["rewrite"], out)
     show_preprocessing(result.manifest, out)
     if "parity" in result.manifest:
         show_parity(result.manifest["parity"], out)
