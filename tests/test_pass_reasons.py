@@ -121,7 +121,8 @@ def test_mixnet_touched_counts_match_the_module(mixnet_s, lowering):
     reason = "no kernel over 25 taps" if lowering == "decompose" else "split asked"
     assert all(reason in d.reason for d in lower.declined)
     # the pointwise splits are not MixConvs, and the MixConvs are not dense 1x1 splits: each says so
-    assert {d.reason for d in passes["recognize_mixconv"].declined} == {"not a MixConv: its part Convs are not all depthwise"}
+    not_depthwise = "not a MixConv: its part Convs are not all depthwise"
+    assert {d.reason for d in passes["recognize_mixconv"].declined} == {not_depthwise}
     assert len(passes["fuse_grouped_pointwise"].declined) == len(mixconvs)
 
 

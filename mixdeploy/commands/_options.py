@@ -112,7 +112,8 @@ def model_source_options(command):
         click.option("--weights", type=click.Path(dir_okay=False), help="State dict or checkpoint file."),
         click.option("--factory-kwargs", help="Keyword arguments for a pkg.module:factory MODEL, as a JSON object: "
                                               """'{"num_classes": 10}'."""),
-        click.option("--num-classes", type=click.IntRange(min=1), help="Classifier size (default: from weights or 1000)."),
+        click.option("--num-classes", type=click.IntRange(min=1),
+                     help="Classifier size (default: from weights or 1000)."),
     ]
 
     @functools.wraps(command)

@@ -38,7 +38,8 @@ from mixdeploy.pipeline import ExportOptions, default_out_dir, precisions_from_f
 @click.option("--dynamic-batch", is_flag=True, help="ONNX with a dynamic batch dimension.")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Output folder (default: out/MODEL).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
-@click.option("-v", "--verbose", is_flag=True, help="Also show each rewrite pass: what it touched, why it declined the rest.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also show each rewrite pass: what it touched, why it declined the rest.")
 def export(model, int8, fp16, dynamic, int16x8, out_dir, as_json, verbose, **options):
     """Export MODEL to ONNX and TFLite.
 
