@@ -1,7 +1,7 @@
 """`mixdeploy` command line: parses options, calls the stage functions, prints, sets the exit code.
 
-Commands live one per module in mixdeploy/commands/ and are imported lazily, so
-`mixdeploy models` does not pay for importing TensorFlow.
+Commands live one per module in mixdeploy/commands/ (their tables in mixdeploy/views/) and are
+imported lazily, so `mixdeploy models` does not pay for importing TensorFlow.
 """
 
 from __future__ import annotations

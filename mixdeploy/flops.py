@@ -345,11 +345,13 @@ def _onnx_params(proto) -> int:
 
 # ---------------------------------------------------------------- entry point
 
-def count_macs(model_or_onnx_path, input_size: int | None = None) -> MacReport:
+def count_macs(model_or_onnx_path, input_size: int | None = None, *, weights=None,
+               num_classes: int | None = None) -> MacReport:
     """Params and MACs of an nn.Module, a LoadedModel, an onnx.ModelProto, a .onnx path or a model name.
 
     input_size: square side; default 224 for torch, the graph's own size for a static ONNX graph,
-    the model's default preprocessing size for a registry name.
+    the model's default preprocessing size for a registry name. weights, num_classes: for a model
+    name, what load_model loads it with.
     """
     from mixdeploy.models.sources import LoadedModel, load_model
 
@@ -359,7 +361,7 @@ def count_macs(model_or_onnx_path, input_size: int | None = None) -> MacReport:
     if type(target).__name__ == "ModelProto":
         return count_macs_onnx(target, input_size)
     if isinstance(target, (str, os.PathLike)):
-        target = load_model(str(target))
+        target = load_model(str(target), weights=weights, num_classes=num_classes, input_size=input_size)
     if isinstance(target, LoadedModel) and target.module is None:   # an ONNX source
         report = count_macs_onnx(target.onnx_model, input_size)
         report.source = target.name
@@ -371,3 +373,8 @@ def count_macs(model_or_onnx_path, input_size: int | None = None) -> MacReport:
     if isinstance(target, nn.Module):
         return count_macs_torch(target, input_size or 224)
     raise TypeError(f"count_macs: unsupported {type(target).__name__}")
+
+
+def budget_verdict(report: MacReport, max_macs: int | None) -> dict:
+    """`flops --json`: the report, the budget and whether the model is within it (no budget: it is)."""
+    return {**report.to_dict(), "max_macs": max_macs, "within_budget": max_macs is None or report.total <= max_macs}

@@ -9,7 +9,8 @@ the fix that blame suggests, verified.
      interleaved run. The blame report ends in that fix: agreement before -> after, the latency
      and size it costs, and whether it passes the gate.
 
-The command (mixdeploy.commands.parity) turns options into a GateRequest and prints the outcome.
+The command (mixdeploy.commands.parity) turns options into a GateRequest and prints the outcome
+(mixdeploy.views.parity).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class GateRequest:
     threads: int | None = None
     ray_address: str | None = None
     backend: str = "host"                    # or arm64[:CPU], the ARM64 twin
-    fix_dir: str | None = None               # where the fixed model is kept (the --report folder)
+    report_dir: str | None = None            # --report: parity.json, .md, junit, blame.json and the fixed model
+    report_link: str | None = None           # the HTML report parity-junit.xml links to
 
 
 @dataclass
@@ -115,7 +117,8 @@ class GateOutcome:
 
 def run_gate(request: GateRequest, progress: parity.ProgressFn | None = None,
              warn: Warn = print) -> GateOutcome:
-    """Parity, then blame and a verified fix where they apply (see the module docstring)."""
+    """Parity, then blame and a verified fix where they apply (see the module docstring); the
+    reports written into `request.report_dir` when it is given."""
     from mixdeploy import data
     from mixdeploy.artifacts import export_folder_of
     from mixdeploy.atomic import scratch_dir
@@ -141,20 +144,25 @@ def run_gate(request: GateRequest, progress: parity.ProgressFn | None = None,
     run = _Run(request, loaded, folder, index, tflite_runner, progress)
     # blame's ONNX export, an unkept fix: one temporary folder, removed however the run ends
     with tempfile.TemporaryDirectory(prefix="mixdeploy-parity-", dir=scratch_dir()) as workdir:
-        return run.gate(Path(workdir))
+        outcome = run.gate(Path(workdir))
+    if request.report_dir:
+        write_reports(outcome, request.report_dir, request.report_link)
+    return outcome
 
 
 def _check_request(request: GateRequest) -> None:
     from mixdeploy.atomic import check_output_dir
 
+    if request.report_link and not request.report_dir:
+        raise MixdeployError("--report-link names the report that parity-junit.xml links to: add --report DIR")
     if not request.tflite_paths and not request.onnx_path:
         raise MixdeployError("nothing to compare: pass --tflite FILE (repeatable) and/or --onnx FILE")
     for path in [*request.tflite_paths, *([request.onnx_path] if request.onnx_path else [])]:
         if not Path(path).is_file():
             raise MixdeployError(f"file not found: {path}")
     # where results go is checked before the run, not after it (when they would be lost)
-    if request.fix_dir:
-        check_output_dir(request.fix_dir, "--report")
+    if request.report_dir:
+        check_output_dir(request.report_dir, "--report")
     elif request.keep_float and request.tflite_paths:
         check_output_dir(Path(request.tflite_paths[0]).parent, "--keep-float (writes beside the int8 model)")
 
@@ -263,8 +271,8 @@ class _Run:
         if not nodes:
             raise MixdeployError("blame ranked no quantized layer, so there is nothing to keep in float; "
                                  "name the nodes: --keep-float NODE,...")
-        kept = bool(r.fix_dir or r.keep_float)
-        out_dir = Path(r.fix_dir) if r.fix_dir else (Path(target).parent if r.keep_float else workdir)
+        kept = bool(r.report_dir or r.keep_float)
+        out_dir = Path(r.report_dir) if r.report_dir else (Path(target).parent if r.keep_float else workdir)
         out_path = out_dir / f"{Path(target).stem}{FIX_SUFFIX}"
         self.progress("fix: convert with " + ", ".join(nodes) + " in float", 0, 1)
         tradeoff = blame.reexport_keep_float(onnx_file, nodes, calibration, out_path, target,

@@ -67,6 +67,17 @@ class ExportOptions:
     parity_count: int = 200
     opset: int = 17                          # PyTorch sources; an ONNX file keeps its own
     dynamic_batch: bool = False              # PyTorch sources; an ONNX file keeps its own batch dimension
+    tuned_for: str | None = None             # auto takes the lowerings `mixdeploy tune` measured on this device
+    tune_file: str | None = None             # ... or those in this tune file
+
+
+def precisions_from_flags(int8: bool = False, fp16: bool = False, dynamic: bool = False,
+                          int16x8: bool = False) -> tuple[str, ...]:
+    """`export --int8 --fp16 ...` as precisions, in the order the converter makes them."""
+    chosen = ["fp32"]  # the float TFLite is the reference the int8 model is judged against
+    chosen += [name for name, on in (("fp16", fp16), ("dynamic", dynamic), ("int8", int8),
+                                     ("int16x8", int16x8)) if on]
+    return tuple(chosen)
 
 
 @dataclass
@@ -74,6 +85,7 @@ class ExportResult:
     out_dir: Path
     manifest: dict
     files: dict[str, Path] = field(default_factory=dict)
+    tuned: object | None = None              # policy.TunedChoices of --tuned-for/--tune-file
 
 
 def _noop(stage: str, done: int, total: int) -> None:
@@ -89,17 +101,22 @@ ARTIFACT_NAMES = ("model.onnx", "model.opt.onnx", *(f"model_{p}.tflite" for p in
 
 def run_export(options: ExportOptions, progress: Progress = _noop,
                warn: Callable[[str], None] = print) -> ExportResult:
-    for precision in options.precisions:
-        if precision not in PRECISIONS:
-            raise MixdeployError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
-    out_dir = Path(options.out_dir)
-    check_output_dir(out_dir, "-o")
-    _check_data_sources(options, warn)
-    with _output_folder(out_dir, warn) as staging:
-        manifest, staged = _export_into(staging, options, progress, warn)
-        files = _publish(out_dir, staged, manifest)
-        files["manifest"] = out_dir / MANIFEST_NAME
-        return ExportResult(out_dir=out_dir, manifest=manifest, files=files)
+    from mixdeploy.tune import manifest_record, tuned_export   # on use: it pulls in the lowering policy
+
+    with tuned_export(options.tuned_for, options.tune_file, options.lowering, options.precisions) as tuned:
+        for precision in options.precisions:
+            if precision not in PRECISIONS:
+                raise MixdeployError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+        out_dir = Path(options.out_dir)
+        check_output_dir(out_dir, "-o")
+        _check_data_sources(options, warn)
+        with _output_folder(out_dir, warn) as staging:
+            manifest, staged = _export_into(staging, options, progress, warn)
+            if tuned is not None:   # where auto's lowerings came from, and which layers the tune file lacked
+                manifest["tuned"] = manifest_record(tuned)
+            files = _publish(out_dir, staged, manifest)
+            files["manifest"] = out_dir / MANIFEST_NAME
+            return ExportResult(out_dir=out_dir, manifest=manifest, files=files, tuned=tuned)
 
 
 # ---------------------------------------------------------------- inputs, checked at the door

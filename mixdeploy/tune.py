@@ -539,14 +539,6 @@ def tuned_export(tuned_for: str | None, tune_file: str | None, lowering: str, pr
         yield tuned
 
 
-def record_tuning(result, tuned: policy.TunedChoices) -> None:
-    """The export's manifest says where the lowerings came from (and which layers the tune file lacked)."""
-    from mixdeploy.manifest import write_manifest
-
-    result.manifest["tuned"] = manifest_record(tuned)
-    write_manifest(result.out_dir, result.manifest)
-
-
 # ---------------------------------------------------------------- the chart
 
 def write_chart(result: TuneResult, path: Path) -> Path:

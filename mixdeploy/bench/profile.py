@@ -331,6 +331,15 @@ def _ceiling_candidates(model, ops: list[ModelOp], classes: list[str]) -> dict[s
     return out
 
 
+def profile(tflite_path: str | Path, op_profile: str | Path | None = None, progress: Progress = lambda *a: None,
+            **timing) -> ProfileResult:
+    """`mixdeploy profile`: the phone's op profile when `op_profile` names one, else every op timed
+    here (profile_host, with `timing`: threads, runs, warmup, repeat)."""
+    if op_profile:
+        return load_op_profile(op_profile, tflite_path)
+    return profile_host(tflite_path, progress=progress, **timing)
+
+
 def profile_host(tflite_path: str | Path, threads: int = 1, runs: int = 20, warmup: int = 3, repeat: int = 5,
                  progress: Progress = lambda *a: None) -> ProfileResult:
     """Time every op of the model alone, each class's ceiling and the whole model, in one run.

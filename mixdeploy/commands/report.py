@@ -3,14 +3,11 @@ bench / parity JSON, optionally against an older release."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
-from rich.markup import escape
 
 from mixdeploy.commands._console import print_json, stage_progress, stderr
-from mixdeploy.errors import MixdeployError
 
 
 @click.command()
@@ -36,46 +33,14 @@ def report(inputs, html_path, markdown_path, html_url, baselines, relative_toler
 
     Missing pieces are left out with a note. Exit 0 when the report is written, 2 for bad input.
     """
-    from importlib import metadata
-
-    from mixdeploy.report import check_output_path, write_outputs
+    from mixdeploy.report import write_report
     from mixdeploy.report.baseline import Tolerances
-    from mixdeploy.report.build import build_report
-    from mixdeploy.report.content import Note
-    from mixdeploy.report.html import render_html
-    from mixdeploy.report.inputs import collect
-    from mixdeploy.report.markdown import render_markdown
+    from mixdeploy.views import report as view
 
-    check_output_path(html_path, "-o")
-    if markdown_path is not None:
-        check_output_path(markdown_path, "--markdown")
-        if markdown_path.resolve() == html_path.resolve():
-            raise MixdeployError("--markdown and -o name the same file: give them different names")
     with stage_progress(enabled=not no_progress and not as_json) as progress:
-        progress("read inputs", 0, 1)
-        current = collect(inputs)
-        old = collect(baselines, what="--baseline") if baselines else None
-        progress("draw plots", 0, 1)
-        built = build_report(current, old, Tolerances(relative_tolerance, accuracy_tolerance),
-                             baseline_name=", ".join(map(str, baselines)) or None,
-                             version=metadata.version("mixdeploy"))
-        progress("write", 0, 1)
-        files = {html_path: render_html(built)}
-        if markdown_path is not None:
-            link = html_url or os.path.relpath(html_path.resolve(), markdown_path.resolve().parent)
-            files[markdown_path] = render_markdown(built, link)
-        write_outputs(files)
-        progress("write", 1, 1)
-
-    sections = [{"id": s.id, "title": s.title, "plots": [p.name for p in s.plots],
-                 "notes": [b.text for b in s.blocks if isinstance(b, Note)]} for s in built.sections]
+        written = write_report(inputs, html_path, markdown_path, html_url, baselines,
+                               Tolerances(relative_tolerance, accuracy_tolerance), progress)
     if as_json:
-        print_json({"html": str(html_path), "markdown": str(markdown_path) if markdown_path else None,
-                    "sections": sections})
-        return
-    plots = sum(len(s["plots"]) for s in sections)
-    stderr.print(escape(f"report written to {html_path} ({plots} plots, {len(sections)} sections)"
-                        + (f"; Markdown digest {markdown_path}" if markdown_path else "")))
-    for section in sections:
-        for note in section["notes"]:
-            stderr.print(f"[dim]{escape(section['title'])}: {escape(note)}[/dim]", highlight=False)
+        print_json(written.to_dict())
+    else:
+        view.show(written, stderr)

@@ -21,7 +21,7 @@ import onnx_ir as ir
 from mixdeploy.errors import MixdeployError
 from mixdeploy.onnx.graph import count_graph_macs, op_histogram, to_ir, to_proto
 from mixdeploy.onnx.lowering import LOWERINGS
-from mixdeploy.onnx.passes import PassOutcome, RewriteOptions
+from mixdeploy.onnx.passes import Declined, PassOutcome, RewriteOptions
 from mixdeploy.onnx.passes.concat_free import concat_free
 from mixdeploy.onnx.passes.fold_batchnorm import fold_batchnorm
 from mixdeploy.onnx.passes.fold_pad import fold_pad
@@ -53,6 +53,7 @@ class PassReport:
     macs_after: int
     seconds: float
     details: dict = field(default_factory=dict)
+    declined: list[Declined] = field(default_factory=list)   # each candidate left alone, and why
 
 
 @dataclass
@@ -83,20 +84,9 @@ class RewriteReport:
 
     def to_table(self):
         """A rich Table: one row per pass, op counts and MACs before -> after."""
-        from rich.table import Table
+        from mixdeploy.views.rewrite import rewrite_table
 
-        table = Table(title=f"ONNX rewrite (lowering={self.lowering})")
-        for col in ("pass", "touched", "nodes", "changed ops", "MACs (M)", "s"):
-            table.add_column(col, justify="left" if col in ("pass", "changed ops") else "right")
-        for p in self.passes:
-            changed = [f"{op} {p.ops_before.get(op, 0)}->{p.ops_after.get(op, 0)}"
-                       for op in sorted(set(p.ops_before) | set(p.ops_after))
-                       if p.ops_before.get(op, 0) != p.ops_after.get(op, 0)]
-            table.add_row(p.name, str(len(p.touched)),
-                          f"{sum(p.ops_before.values())}->{sum(p.ops_after.values())}",
-                          ", ".join(changed) or "-",
-                          f"{p.macs_before / 1e6:.1f}->{p.macs_after / 1e6:.1f}", f"{p.seconds:.2f}")
-        return table
+        return rewrite_table(self.to_dict())
 
 
 @dataclass
@@ -130,12 +120,15 @@ def rewrite(model: onnx.ModelProto, lowering: str = "auto", passes=None, *, runt
         t0 = time.perf_counter()
         ir_model = to_ir(current, infer=False)
         outcome = PASSES[name](ir_model, options)
+        if not outcome.touched and not outcome.declined:
+            raise MixdeployError(f"rewrite pass {name} touched nothing and did not say why; this is a mixdeploy bug: "
+                                 "report it.", exit_code=1)
         rewritten = to_proto(ir_model)  # shape-inferred: the next pass and count_graph_macs rely on it
         ops_after, macs_after = op_histogram(rewritten), count_graph_macs(rewritten, infer=False)
         report.passes.append(PassReport(
             name=name, touched=outcome.touched, ops_before=ops_now, ops_after=ops_after,
             macs_before=macs_now, macs_after=macs_after,
-            seconds=time.perf_counter() - t0, details=outcome.details))
+            seconds=time.perf_counter() - t0, details=outcome.details, declined=outcome.declined))
         current, ops_now, macs_now = rewritten, ops_after, macs_after
     onnx.checker.check_model(current)
     if verify:

@@ -11,9 +11,62 @@ Nothing here imports TensorFlow; matplotlib is imported when the first plot is d
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 from mixdeploy.errors import MixdeployError, os_error_message
+
+
+@dataclass
+class WrittenReport:
+    """What `write_report` wrote: the files and, per section, its plots and notes (what was left out)."""
+
+    html: Path
+    markdown: Path | None
+    sections: list[dict]
+
+    def to_dict(self) -> dict:
+        return {"html": str(self.html), "markdown": str(self.markdown) if self.markdown else None,
+                "sections": self.sections}
+
+
+def write_report(inputs: Sequence[Path], html_path: Path, markdown_path: Path | None = None,
+                 html_url: str | None = None, baselines: Sequence[Path] = (), tolerances=None,
+                 progress: Callable[[str, int, int], None] = lambda *a: None) -> WrittenReport:
+    """Read `inputs` (and `baselines`), build the sections, write the HTML page (and the Markdown
+    digest, linking the HTML as `html_url` or by its relative path): both files or neither."""
+    from importlib import metadata
+
+    from mixdeploy.report.baseline import Tolerances
+    from mixdeploy.report.build import build_report
+    from mixdeploy.report.content import Note
+    from mixdeploy.report.html import render_html
+    from mixdeploy.report.inputs import collect
+    from mixdeploy.report.markdown import render_markdown
+
+    check_output_path(html_path, "-o")
+    if markdown_path is not None:
+        check_output_path(markdown_path, "--markdown")
+        if markdown_path.resolve() == html_path.resolve():
+            raise MixdeployError("--markdown and -o name the same file: give them different names")
+    progress("read inputs", 0, 1)
+    current = collect(inputs)
+    old = collect(baselines, what="--baseline") if baselines else None
+    progress("draw plots", 0, 1)
+    built = build_report(current, old, tolerances or Tolerances(),
+                         baseline_name=", ".join(map(str, baselines)) or None, version=metadata.version("mixdeploy"))
+    progress("write", 0, 1)
+    files = {html_path: render_html(built)}
+    if markdown_path is not None:
+        link = html_url or os.path.relpath(html_path.resolve(), markdown_path.resolve().parent)
+        files[markdown_path] = render_markdown(built, link)
+    write_outputs(files)
+    progress("write", 1, 1)
+    sections = [{"id": s.id, "title": s.title, "plots": [p.name for p in s.plots],
+                 "notes": [b.text for b in s.blocks if isinstance(b, Note)]} for s in built.sections]
+    return WrittenReport(html_path, markdown_path, sections)
 
 
 def check_output_path(path: Path, what: str) -> None:

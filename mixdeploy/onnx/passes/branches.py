@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import re
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import onnx_ir as ir
 
 from mixdeploy.onnx.graph import (ConvInfo, Namer, add_initializer, attr, conv_info, is_channel_axis, new_node,
                                   only_use, replace_value)
+from mixdeploy.onnx.passes import GRAPH, Declined
 
 
 @dataclass
@@ -37,29 +39,48 @@ class SplitConvConcat:
                                for c in self.convs])
 
 
-def match_split_conv_concat(split: ir.Node) -> SplitConvConcat | None:
+def match_split_conv_concat(split: ir.Node) -> SplitConvConcat | str:
+    """The Split -> one Conv per part -> Concat rooted at `split`, or why `split` roots none."""
     if split.op_type != "Split" or not is_channel_axis(attr(split, "axis", 0)) or len(split.outputs) < 2:
-        return None
+        return "not a channel Split into 2+ parts"
     convs = []
-    for part in split.outputs:
+    for i, part in enumerate(split.outputs):
         consumer = only_use(part)
         conv = conv_info(consumer) if consumer is not None else None
         if conv is None or conv.node.inputs[0] is not part:
-            return None
+            return f"part {i} is not read by one Conv (constant weights) alone"
         convs.append(conv)
     concat = only_use(convs[0].node.outputs[0])
     if concat is None or concat.op_type != "Concat" or not is_channel_axis(attr(concat, "axis", 0)):
-        return None
+        return "the first part's Conv does not feed one channel Concat alone"
     if list(concat.inputs) != [c.node.outputs[0] for c in convs]:
-        return None
+        return f"{concat.name} does not join exactly the parts' Convs, in order"
     if any(only_use(c.node.outputs[0]) is not concat for c in convs):
-        return None
+        return "a part's Conv output is read besides the Concat"
     return SplitConvConcat(split, convs, concat)
 
 
-def split_conv_concats(graph: ir.Graph) -> list[SplitConvConcat]:
-    found = [match_split_conv_concat(n) for n in graph if n.op_type == "Split"]
-    return [m for m in found if m is not None]
+def split_conv_concats(graph: ir.Graph) -> tuple[list[SplitConvConcat], list[Declined]]:
+    """Every Split -> Conv per part -> Concat of the graph, and each Split that roots none (why)."""
+    splits = [n for n in graph if n.op_type == "Split"]
+    if not splits:
+        return [], [Declined(GRAPH, "no Split in the graph (the form is Split -> one Conv per part -> Concat)")]
+    found = [(split, match_split_conv_concat(split)) for split in splits]
+    return ([m for _, m in found if not isinstance(m, str)],
+            [Declined(split.name, m) for split, m in found if isinstance(m, str)])
+
+
+def select(matches: list[SplitConvConcat], mismatch: Callable[[SplitConvConcat], str | None],
+           declined: list[Declined]) -> list[SplitConvConcat]:
+    """The matches `mismatch` finds nothing wrong with; the others appended to `declined`, with why."""
+    kept = []
+    for match in matches:
+        why = mismatch(match)
+        if why is None:
+            kept.append(match)
+        else:
+            declined.append(Declined(match.name, why))
+    return kept
 
 
 def replace_by_one_conv(graph: ir.Graph, namer: Namer, match: SplitConvConcat, weight: np.ndarray,

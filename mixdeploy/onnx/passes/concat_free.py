@@ -26,7 +26,7 @@ import onnx_ir as ir
 
 from mixdeploy.onnx.graph import (Namer, add_initializer, add_to_sum, attr, channels_of, const_array, conv_attributes,
                                   conv_info, is_channel_axis, new_node, replace_value)
-from mixdeploy.onnx.passes import PassOutcome, RewriteOptions
+from mixdeploy.onnx.passes import GRAPH, PassOutcome, RewriteOptions
 
 # Ops that act on each channel on its own, with one data input (Clip's min/max are scalars).
 CHANNELWISE_UNARY = ("Relu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "LeakyRelu", "Clip", "Elu")
@@ -49,10 +49,14 @@ def concat_free(model: ir.Model, options: RewriteOptions) -> PassOutcome:
     graph = model.graph
     namer = Namer(graph)
     outcome = PassOutcome(details={"matched": [], "skipped": []})
-    for concat in [n for n in graph if n.op_type == "Concat"]:
+    concats = [n for n in graph if n.op_type == "Concat"]
+    if not concats:
+        outcome.decline(GRAPH, "no Concat in the graph")
+    for concat in concats:
         region = find_region(graph, concat)
         if isinstance(region, str):
             outcome.details["skipped"].append({"concat": concat.name, "reason": region})
+            outcome.decline(concat.name, region)
             continue
         rewrite_region(graph, namer, region)
         outcome.details["matched"].append({"concat": region.name, "branches": region.sizes,

@@ -14,7 +14,7 @@ import onnx_ir as ir
 
 from mixdeploy.onnx.graph import (Namer, add_initializer, attr, const_array, conv_info, is_channel_axis,
                                   only_use, replace_value)
-from mixdeploy.onnx.passes import PassOutcome, RewriteOptions
+from mixdeploy.onnx.passes import GRAPH, PassOutcome, RewriteOptions
 
 
 def convs_feeding(value: ir.Value) -> list[tuple] | None:
@@ -41,12 +41,16 @@ def fold_batchnorm(model: ir.Model, options: RewriteOptions) -> PassOutcome:
     outcome = PassOutcome(details={"left_unfolded": []})
     graph = model.graph
     namer = Namer(graph)
-    for bn in [n for n in graph if n.op_type == "BatchNormalization"]:
+    bns = [n for n in graph if n.op_type == "BatchNormalization"]
+    if not bns:
+        outcome.decline(GRAPH, "no BatchNormalization in the graph")
+    for bn in bns:
         params = [const_array(v) for v in bn.inputs[1:5]]
-        used_stats = any(list(v.uses()) for v in bn.outputs[1:])
         parts = convs_feeding(bn.inputs[0])
-        if parts is None or any(p is None for p in params) or used_stats:
+        why = unfoldable(bn, params, parts)
+        if why is not None:
             outcome.details["left_unfolded"].append(bn.name)
+            outcome.decline(bn.name, why)
             continue
         gamma, beta, mean, var = (p.astype(np.float64) for p in params)
         scale = gamma / np.sqrt(var + attr(bn, "epsilon", 1e-5))
@@ -58,6 +62,17 @@ def fold_batchnorm(model: ir.Model, options: RewriteOptions) -> PassOutcome:
         graph.remove(bn, safe=True)
         outcome.touched.append(bn.name)
     return outcome
+
+
+def unfoldable(bn: ir.Node, params: list, parts: list | None) -> str | None:
+    """Why `bn` cannot be folded into the Convs before it (None: it can)."""
+    if any(list(v.uses()) for v in bn.outputs[1:]):
+        return "its running mean/var outputs are read (training mode)"
+    if any(p is None for p in params):
+        return "its scale, bias, mean or var is computed, not a constant"
+    if parts is None:
+        return "its input is not a Conv's (or a channel Concat of Convs') output read by it alone"
+    return None
 
 
 def fold_affine_into_conv(graph, namer, conv, scale: np.ndarray, shift: np.ndarray) -> None:

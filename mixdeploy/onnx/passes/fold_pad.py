@@ -10,7 +10,7 @@ import numpy as np
 import onnx_ir as ir
 
 from mixdeploy.onnx.graph import attr, const_array, conv_info
-from mixdeploy.onnx.passes import PassOutcome, RewriteOptions
+from mixdeploy.onnx.passes import GRAPH, PassOutcome, RewriteOptions
 
 
 def spatial_zero_pads(pad: ir.Node) -> tuple[int, int, int, int] | None:
@@ -49,14 +49,19 @@ def spatial_zero_pads(pad: ir.Node) -> tuple[int, int, int, int] | None:
 def fold_pad(model: ir.Model, options: RewriteOptions) -> PassOutcome:
     outcome = PassOutcome()
     graph = model.graph
-    for pad in [n for n in graph if n.op_type == "Pad"]:
+    pads = [n for n in graph if n.op_type == "Pad"]
+    if not pads:
+        outcome.decline(GRAPH, "no Pad in the graph")
+    for pad in pads:
         spatial = spatial_zero_pads(pad)
         if spatial is None:
+            outcome.decline(pad.name, "not a constant-zero Pad of H and W only: a Conv cannot take it as its pads")
             continue
         padded = pad.outputs[0]
         for use in list(padded.uses()):
             conv = conv_info(use.node)
             if conv is None or use.idx != 0:
+                outcome.decline(pad.name, f"read by {use.node.op_type} {use.node.name}, not as a Conv's input")
                 continue
             t, l, b, r = spatial
             new_pads = [conv.pads[0] + t, conv.pads[1] + l, conv.pads[2] + b, conv.pads[3] + r]

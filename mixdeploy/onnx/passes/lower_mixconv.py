@@ -9,7 +9,7 @@ import onnx_ir as ir
 
 from mixdeploy.onnx.graph import Namer
 from mixdeploy.onnx.lowering import LOWER
-from mixdeploy.onnx.passes import PassOutcome, RewriteOptions
+from mixdeploy.onnx.passes import GRAPH, PassOutcome, RewriteOptions
 from mixdeploy.onnx.passes.recognize_mixconv import MixConvSpec, describe, find_mixconvs
 
 
@@ -18,6 +18,8 @@ def lower_mixconv(model: ir.Model, options: RewriteOptions) -> PassOutcome:
     namer = Namer(graph)
     outcome = PassOutcome(details={"layers": [], "extra_macs": 0})
     specs = [(match, describe(match)) for match in find_mixconvs(graph)]
+    if not specs:
+        outcome.decline(GRAPH, "no MixConv (Split -> depthwise Convs -> Concat) in the graph")
     choose = chooser([spec for _, spec in specs], options)
     for match, spec in specs:
         asked = choose(spec)
@@ -28,7 +30,18 @@ def lower_mixconv(model: ir.Model, options: RewriteOptions) -> PassOutcome:
         outcome.details["extra_macs"] += done.extra_macs
         if done.lowering != "split":
             outcome.touched.append(spec.name)
+        else:
+            outcome.decline(spec.name, why_split(options.lowering, asked, done.note))
     return outcome
+
+
+def why_split(lowering: str, asked: str, note: str) -> str:
+    """Why a layer kept the split form: the lowering could not improve it, or split was the choice."""
+    if note:
+        return f"{asked} asked: {note}"
+    if lowering == "auto":
+        return "auto chose split: the fastest lowering measured for this layer shape (here or by `mixdeploy tune`)"
+    return "split asked: the Split -> depthwise Convs -> Concat form stays"
 
 
 def chooser(specs: list[MixConvSpec], options: RewriteOptions) -> Callable[[MixConvSpec], str]:

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 import onnx_ir as ir
 
 from mixdeploy.onnx.graph import spatial_of
-from mixdeploy.onnx.passes import PassOutcome, RewriteOptions
-from mixdeploy.onnx.passes.branches import SplitConvConcat, split_conv_concats
+from mixdeploy.onnx.passes import Declined, PassOutcome, RewriteOptions
+from mixdeploy.onnx.passes.branches import SplitConvConcat, select, split_conv_concats
 
 
 @dataclass
@@ -37,14 +37,24 @@ class MixConvSpec:
         return json.dumps([self.channels, self.kernels, self.strides, self.pads, self.dilations, self.input_hw])
 
 
-def is_mixconv(match: SplitConvConcat) -> bool:
+def mixconv_mismatch(match: SplitConvConcat) -> str | None:
+    """Why a Split -> Conv per part -> Concat is not a MixConv (None: it is one)."""
     convs = match.convs
-    return (all(c.is_depthwise for c in convs)
-            and len({c.strides for c in convs}) == 1 and len({c.dilations for c in convs}) == 1)
+    if not all(c.is_depthwise for c in convs):
+        return "not a MixConv: its part Convs are not all depthwise"
+    if len({c.strides for c in convs}) != 1 or len({c.dilations for c in convs}) != 1:
+        return "not a MixConv: its part Convs differ in stride or dilation"
+    return None
+
+
+def scan_mixconvs(graph: ir.Graph) -> tuple[list[SplitConvConcat], list[Declined]]:
+    """Every MixConv of the graph, and each Split that is not one, with why."""
+    matches, declined = split_conv_concats(graph)
+    return select(matches, mixconv_mismatch, declined), declined
 
 
 def find_mixconvs(graph: ir.Graph) -> list[SplitConvConcat]:
-    return [m for m in split_conv_concats(graph) if is_mixconv(m)]
+    return scan_mixconvs(graph)[0]
 
 
 def describe(match: SplitConvConcat) -> MixConvSpec:
@@ -57,5 +67,7 @@ def describe(match: SplitConvConcat) -> MixConvSpec:
 
 
 def recognize_mixconv(model: ir.Model, options: RewriteOptions) -> PassOutcome:
-    specs = [describe(m) for m in find_mixconvs(model.graph)]
-    return PassOutcome(touched=[s.name for s in specs], details={"mixconvs": [asdict(s) for s in specs]})
+    mixconvs, declined = scan_mixconvs(model.graph)
+    specs = [describe(m) for m in mixconvs]
+    return PassOutcome(touched=[s.name for s in specs], declined=declined,
+                       details={"mixconvs": [asdict(s) for s in specs]})

@@ -10,7 +10,7 @@ import numpy as np
 import onnx_ir as ir
 
 from mixdeploy.onnx.graph import Namer, add_initializer, channels_of, const_array, is_channel_axis, new_node, replace_value
-from mixdeploy.onnx.passes import PassOutcome, RewriteOptions
+from mixdeploy.onnx.passes import GRAPH, PassOutcome, RewriteOptions
 
 INT64_MAX = np.iinfo(np.int64).max
 
@@ -59,7 +59,7 @@ def slices_to_split(model: ir.Model, options: RewriteOptions) -> PassOutcome:
     """Rewrite each full, non-overlapping set of channel Slices into one Split (touched: the new Splits)."""
     graph = model.graph
     namer = Namer(graph)
-    created = []
+    outcome = PassOutcome()
     candidates = []
     for node in graph:
         if node.op_type == "Slice" and node.inputs[0] is not None:
@@ -69,19 +69,14 @@ def slices_to_split(model: ir.Model, options: RewriteOptions) -> PassOutcome:
                 continue  # an inner link of a chain: handled from its root
             if root not in candidates:
                 candidates.append(root)
+    if not candidates:
+        outcome.decline(GRAPH, "no Slice in the graph")
     for root in candidates:
-        channels = channels_of(root)
-        if channels is None:
+        leaves, why = channel_cut(root)
+        if why is not None:
+            outcome.decline(root.name, why)
             continue
-        leaves = leaf_slices(root, channels)
-        if not leaves or len(leaves) < 2:
-            continue
-        leaves.sort(key=lambda t: t[0])
         bounds = [(a, b) for a, b, _ in leaves]
-        contiguous = bounds[0][0] == 0 and bounds[-1][1] == channels and all(
-            bounds[i][1] == bounds[i + 1][0] for i in range(len(bounds) - 1))
-        if not contiguous:
-            continue
         first = leaves[0][2]
         sizes = add_initializer(graph, namer, f"{first.name}.split_sizes",
                                 np.array([b - a for a, b in bounds], dtype=np.int64))
@@ -97,5 +92,23 @@ def slices_to_split(model: ir.Model, options: RewriteOptions) -> PassOutcome:
             out.shape = leaf.outputs[0].shape
             out.type = leaf.outputs[0].type
             replace_value(leaf.outputs[0], out)
-        created.append(split.name)
-    return PassOutcome(touched=created)
+        outcome.touched.append(split.name)
+    return outcome
+
+
+def channel_cut(root: ir.Value) -> tuple[list, str | None]:
+    """The channel Slices of `root` sorted by start when they cut its channels into 2+ contiguous
+    parts, else why not."""
+    channels = channels_of(root)
+    if channels is None:
+        return [], "its channel count is unknown"
+    leaves = leaf_slices(root, channels)
+    if not leaves or len(leaves) < 2:
+        return [], "its Slices do not cut the channel axis into 2+ parts"
+    leaves.sort(key=lambda t: t[0])
+    bounds = [(a, b) for a, b, _ in leaves]
+    contiguous = bounds[0][0] == 0 and bounds[-1][1] == channels and all(
+        bounds[i][1] == bounds[i + 1][0] for i in range(len(bounds) - 1))
+    if not contiguous:
+        return [], f"its channel Slices {bounds} do not cover its {channels} channels once, in order"
+    return leaves, None
