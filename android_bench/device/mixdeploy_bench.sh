@@ -20,7 +20,8 @@
 #                                   its raw outputs land in INPUT.out
 #   stop RUN_DIR                    kill the tool the run is waiting on, if any
 #   clean RUN_DIR                   stop, then remove the run folder
-#   reap RUN_DIR STALE_S            (started by `start`) remove the folder once stale
+#   reap RUN_DIR STALE_S            (started by `start`, records its pid in RUN_DIR/reaper)
+#                                   remove the folder once stale
 
 # Bump with any change to the arguments, the exit codes or what lands in the run folder, and
 # bump mixdeploy/bench/device_script.py's SCRIPT_VERSION with it: the host refuses another.
@@ -64,7 +65,7 @@ delegate_flag() {  # the benchmark_model flag that picks a delegate; cpu = TFLit
     esac
 }
 
-escape_colons() {  # benchmark_model reads `name:path` items with ':' inside either written '::'
+escape_colons() {  # sets `escaped`: benchmark_model reads `name:path` items with ':' in either as '::'
     rest=$1
     escaped=
     while :; do
@@ -74,7 +75,7 @@ escape_colons() {  # benchmark_model reads `name:path` items with ':' inside eit
                 rest=${rest#*:}
                 ;;
             *)
-                printf '%s' "$escaped$rest"
+                escaped="$escaped$rest"
                 return
                 ;;
         esac
@@ -171,12 +172,20 @@ case $action in
         command -v setsid >/dev/null 2>&1 || fail $EX_UNAVAILABLE "setsid is missing: the reaper cannot be detached"
         mkdir -p "$1" && touch "$1/alive" || fail $EX_CANTCREAT "cannot make the run folder $1"
         # Detached (own session, no terminal, no pipes to the host): it outlives this adb
-        # command and a host that goes away, and so cleans up after either.
+        # command and a host that goes away, and so cleans up after either. Wait until it runs
+        # in its own session: a child not yet detached would die with this command's group.
         (setsid sh "$script" reap "$1" "$2" </dev/null >/dev/null 2>&1 &)
+        waited=0
+        until [ -s "$1/reaper" ]; do
+            [ $waited -lt 200 ] || fail $EX_UNAVAILABLE "the reaper did not start within 10 s (setsid, sh)"
+            sleep 0.05 2>/dev/null || sleep 1
+            waited=$((waited + 1))
+        done
         ;;
     reap)
         [ $# -eq 2 ] || fail $EX_USAGE "reap needs RUN_DIR STALE_S"
         need_count STALE_S "$2"
+        echo $$ > "$1/reaper"      # now detached: `start` may return
         while [ -d "$1" ]; do
             sleep $REAPER_TICK_S
             seen=$(stat -c %Y "$1/alive" 2>/dev/null || echo 0)
@@ -214,13 +223,15 @@ case $action in
         done
         # benchmark_model reads --input_layer_value_files only for layers also named in
         # --input_layer (with --input_layer_shape); the file must be exactly the tensor's bytes.
+        escape_colons "$input_layer"
+        layer_item=$escaped
         for input in "$@"; do
             touch "$run_dir/alive"
+            escape_colons "$input"
             run_tool "$run_dir" "$binary" "--graph=$model" "--num_threads=$threads" --num_runs=1 \
                 --warmup_runs=0 --report_peak_memory_footprint=true "$(delegate_flag "$delegate")" \
                 "--input_layer=$input_layer" "--input_layer_shape=$input_shape" \
-                "--input_layer_value_files=$(escape_colons "$input_layer"):$(escape_colons "$input")" \
-                "--output_filepath=$input.out" >/dev/null || exit $?
+                "--input_layer_value_files=$layer_item:$escaped" "--output_filepath=$input.out" >/dev/null || exit $?
         done
         ;;
     stop)
