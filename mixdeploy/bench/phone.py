@@ -92,6 +92,7 @@ class PhoneBenchResult:
     run_dir: str = ""
     server: str = ""                        # the adb server (HOST:PORT) the phone is attached to
     online_cpus: list[int] | None = None    # what /sys/devices/system/cpu/online said at run time
+    device_profile: str | None = None       # the name of the device_profiles.json entry it matched
 
     @property
     def median_ms(self) -> float | None:
@@ -319,7 +320,8 @@ def bench_on_device(adb: Adb, info: DeviceInfo, tflite_path: Path, binary: Path,
                             delegate=options.delegate, cpu_mask=pinning.mask, command=command, benchmark=parsed,
                             pushed={binary.name: binary_pushed, tflite_path.name: model_pushed},
                             slow_depthwise=slow, parity=parity, notes=notes, run_dir=run_dir,
-                            server=adb.server_label, online_cpus=pinning.online)
+                            server=adb.server_label, online_cpus=pinning.online,
+                            device_profile=profile.get("name") if profile else None)
 
 
 def _place_model(script: device_script.DeviceScript, tflite_path: Path, run_dir: str, remote_binary: str,
