@@ -232,6 +232,36 @@ def test_command_timeout_kills_and_cleans_up(lab, models, fake_tool):
     assert not dev._procs                       # the stand-in process is dead, not orphaned
 
 
+def test_a_phone_whose_sh_cannot_run_the_device_script_is_told_apart(lab, models, fake_tool):
+    dev = lab.add("pixel")
+    broken = dev.host_path("system/bin/sh")      # first on the phone's PATH: what `sh SCRIPT` runs
+    broken.write_text('#!/bin/sh\necho "sh: syntax error: unexpected (" >&2\nexit 2\n')
+    broken.chmod(0o755)
+    with pytest.raises(DeviceError, match=r"(?s)answered 'sh: syntax error.*to --version.*rm -rf /data/local/tmp/mixdeploy"):
+        phone.bench_phone(models["fp32"], device="pixel", benchmark_binary=fake_tool, runs=1, adb=lab.adb)
+    assert run_dirs(dev) == []                   # refused before any run folder was made
+
+
+def test_the_device_scripts_own_failure_is_explained(lab, models, fake_tool):
+    """A cached binary that lost its exec bit (a hash hit checks content, not mode): the script's
+    exit code 66, which the host turns into what to do, with the script's own line."""
+    dev = lab.add("pixel")
+    phone.bench_phone(models["fp32"], device="pixel", benchmark_binary=fake_tool, runs=1, warmup=1, adb=lab.adb)
+    [cached] = dev.host_path(RUN_DIRS + "/cache").glob(f"*-{fake_tool.name}")
+    cached.chmod(0o644)
+    with pytest.raises(DeviceError, match=r"(?s)exit code 66: a file of the run is missing.*no executable benchmark binary"):
+        phone.bench_phone(models["fp32"], device="pixel", benchmark_binary=fake_tool, runs=1, adb=lab.adb)
+    assert run_dirs(dev) == []
+
+
+def test_a_packaged_script_of_another_version_is_refused(monkeypatch):
+    from mixdeploy.bench import device_script
+
+    monkeypatch.setattr(device_script, "SCRIPT_VERSION", "2")
+    with pytest.raises(MixdeployError, match=r"says VERSION=1 but this mixdeploy speaks version 2: .*reinstall"):
+        device_script.install(adb=None, serial="never-reached")
+
+
 # --- configuration errors (no device needed) ------------------------------------------------------
 
 def test_missing_benchmark_binary_says_where_to_get_it(tmp_path, monkeypatch, models):

@@ -42,7 +42,11 @@ SCRIPT_EXIT_CODES = {
 @contextlib.contextmanager
 def local_script() -> Iterator[Path]:
     """The script as a file on the host (it is a real file unless the package is zipped)."""
-    resource = resources.files(SCRIPT_PACKAGE).joinpath(SCRIPT_RESOURCE)
+    try:
+        resource = resources.files(SCRIPT_PACKAGE).joinpath(SCRIPT_RESOURCE)
+    except ModuleNotFoundError as err:    # an editable install made before android_bench was a package
+        raise MixdeployError(f"the device script's package {SCRIPT_PACKAGE} is not installed: reinstall "
+                             f"mixdeploy (bash scripts/setup.sh, or pip install -e . in the checkout)") from err
     with resources.as_file(resource) as path:
         yield path
 
