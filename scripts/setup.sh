@@ -28,6 +28,12 @@ if [ "$mode" = test ]; then
     as_root apt-get update -q
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
   fi
+  # mksh (Android's shell) and busybox: tests/test_device_script.py runs the phone's device
+  # script under them as well as under dash.
+  if ! command -v mksh >/dev/null || ! command -v busybox >/dev/null; then
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q mksh busybox
+  fi
   # timm is the test oracle only. Its torchvision dependency would pull a CUDA torch:
   # the constraints file pins torch==2.13.0 and torchvision==0.28.0. The `ray` extra
   # (`parity --ray`) is optional for users; the tests run it on a local cluster.

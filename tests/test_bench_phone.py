@@ -29,6 +29,8 @@ from mixdeploy.bench.adb import Adb, CommandTimeout, parse_devices_output
 from mixdeploy.errors import DeviceError, MixdeployError
 
 RUN_DIRS = "data/local/tmp/mixdeploy"
+SCRIPT = "mixdeploy_bench.sh"                      # the device script, as the host calls it
+BENCH_STEP = f"{SCRIPT} bench "                    # the shell command that runs benchmark_model
 
 pytestmark = pytest.mark.skipif(not Path("/usr/bin/adb").exists(), reason="needs Debian's adb")
 TWIN_MISSING = twin.missing_reason()
@@ -131,9 +133,9 @@ def test_full_run_push_cache_parse_profile_parity_cleanup(lab, models, fake_tool
         assert diff.differing == 0
     assert first.pushed == {fake_tool.name: True, models["fp32"].name: True}
     assert not list(dev.host_path(RUN_DIRS).glob("run-*"))
-    # only the tool stays on the phone, under its hash; the model went with the run folder
-    cached = sorted(p.name for p in dev.host_path(RUN_DIRS + "/cache").iterdir())
-    assert len(cached) == 1 and cached[0].endswith(fake_tool.name)
+    # only the tool and the device script stay on the phone, under their hashes; the model went with the run folder
+    cached = sorted(p.name.split("-", 1)[1] for p in dev.host_path(RUN_DIRS + "/cache").iterdir())
+    assert cached == sorted([fake_tool.name, SCRIPT])
     assert model_files(dev) == []
 
     [second] = phone.bench_phone(models["fp32"], device=dev.address, benchmark_binary=fake_tool,
@@ -207,7 +209,7 @@ def test_nonzero_exit_shows_the_stderr_tail_and_cleans_up(lab, models, fake_tool
 
 
 def test_device_gone_mid_run(lab, models, fake_tool):
-    dev = lab.add("pixel", drop_on="--graph=")
+    dev = lab.add("pixel", drop_on=BENCH_STEP)
     (dev.sandbox / "behaviour.json").write_text(json.dumps({"sleep_s": 20}))
     start = time.monotonic()
     with pytest.raises(DeviceError, match=rf"device {dev.address} (is no longer attached|is now offline)"):
@@ -223,11 +225,41 @@ def test_command_timeout_kills_and_cleans_up(lab, models, fake_tool):
         phone.bench_phone(models["fp32"], device="pixel", benchmark_binary=fake_tool,
                           timeout_s=2, adb=lab.adb)
     assert not list(dev.host_path(RUN_DIRS).glob("run-*"))
-    assert any(c.startswith("kill -9 $(cat /data/local/tmp/mixdeploy/run-") for c in dev.commands)
+    assert any(f"{SCRIPT} stop /data/local/tmp/mixdeploy/run-" in c for c in dev.commands)
     deadline = time.monotonic() + 5
     while dev._procs and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not dev._procs                       # the stand-in process is dead, not orphaned
+
+
+def test_a_phone_whose_sh_cannot_run_the_device_script_is_told_apart(lab, models, fake_tool):
+    dev = lab.add("pixel")
+    broken = dev.host_path("system/bin/sh")      # first on the phone's PATH: what `sh SCRIPT` runs
+    broken.write_text('#!/bin/sh\necho "sh: syntax error: unexpected (" >&2\nexit 2\n')
+    broken.chmod(0o755)
+    with pytest.raises(DeviceError, match=r"(?s)answered 'sh: syntax error.*to --version.*rm -rf /data/local/tmp/mixdeploy"):
+        phone.bench_phone(models["fp32"], device="pixel", benchmark_binary=fake_tool, runs=1, adb=lab.adb)
+    assert run_dirs(dev) == []                   # refused before any run folder was made
+
+
+def test_the_device_scripts_own_failure_is_explained(lab, models, fake_tool):
+    """A cached binary that lost its exec bit (a hash hit checks content, not mode): the script's
+    exit code 66, which the host turns into what to do, with the script's own line."""
+    dev = lab.add("pixel")
+    phone.bench_phone(models["fp32"], device="pixel", benchmark_binary=fake_tool, runs=1, warmup=1, adb=lab.adb)
+    [cached] = dev.host_path(RUN_DIRS + "/cache").glob(f"*-{fake_tool.name}")
+    cached.chmod(0o644)
+    with pytest.raises(DeviceError, match=r"(?s)exit code 66: a file of the run is missing.*no executable benchmark binary"):
+        phone.bench_phone(models["fp32"], device="pixel", benchmark_binary=fake_tool, runs=1, adb=lab.adb)
+    assert run_dirs(dev) == []
+
+
+def test_a_packaged_script_of_another_version_is_refused(monkeypatch):
+    from mixdeploy.bench import device_script
+
+    monkeypatch.setattr(device_script, "SCRIPT_VERSION", "2")
+    with pytest.raises(MixdeployError, match=r"says VERSION=1 but this mixdeploy speaks version 2: .*reinstall"):
+        device_script.install(adb=None, serial="never-reached")
 
 
 # --- configuration errors (no device needed) ------------------------------------------------------
@@ -317,18 +349,8 @@ def test_ctrl_c_during_the_run_still_removes_the_run_folder(lab, models, fake_to
     monkeypatch.setattr(phone, "parse_benchmark_output", interrupted)
     with pytest.raises(KeyboardInterrupt):
         phone.bench_phone(models["fp32"], device="pixel", benchmark_binary=fake_tool, runs=1, adb=lab.adb)
-    assert any(c.startswith("rm -rf /data/local/tmp/mixdeploy/run-") for c in dev.commands)
+    assert any(f"{SCRIPT} clean /data/local/tmp/mixdeploy/run-" in c for c in dev.commands)
     assert not list(dev.host_path(RUN_DIRS).glob("run-*"))
-
-
-def test_input_file_flags_escape_colons_like_benchmark_model():
-    # Upstream's own cases (benchmark_tflite_model_test.cc, SplitInputLayerNameAndValueFile):
-    # "input::0:/tmp/path" is input "input:0" and file "/tmp/path".
-    flags = phone.input_file_flags({"name": "serving_default_input:0", "shape": np.array([1, 224, 224, 3])},
-                                   "/data/local/tmp/x.bin")
-    assert flags == ["--input_layer=serving_default_input:0", "--input_layer_shape=1,224,224,3",
-                     "--input_layer_value_files=serving_default_input::0:/data/local/tmp/x.bin"]
-    assert phone.input_file_flags({"name": "input:0", "shape": [1]}, "/tmp/path")[-1].endswith("=input::0:/tmp/path")
 
 
 @needs_twin
@@ -480,7 +502,7 @@ def test_keep_on_device_caches_models_within_the_bound_oldest_out(lab, models, f
                                 timeout_s=60, adb=lab.adb, keep_on_device=True, device_cache_mb=1)
     assert not stale.exists() and any("removed 1 least recently used" in n for n in first.notes)
     kept = sorted(p.name.split("-", 1)[1] for p in cache.iterdir())
-    assert kept == [fake_tool.name, models["fp32"].name]
+    assert kept == sorted([fake_tool.name, SCRIPT, models["fp32"].name])
     [second] = phone.bench_phone(models["fp32"], device="pixel", benchmark_binary=fake_tool, runs=1, warmup=1,
                                  timeout_s=60, adb=lab.adb, keep_on_device=True, device_cache_mb=1)
     assert second.pushed == {fake_tool.name: False, models["fp32"].name: False}
@@ -496,7 +518,7 @@ def wait_until_clean(dev: EmulatedDevice, seconds: float) -> float:
 
 
 def test_a_phone_that_drops_mid_run_is_cleaned_by_its_reaper(lab, models, fake_tool):
-    dev = lab.add("pixel", drop_on="--graph=")
+    dev = lab.add("pixel", drop_on=BENCH_STEP)
     (dev.sandbox / "behaviour.json").write_text(json.dumps({"sleep_s": 20}))
     with pytest.raises(DeviceError, match="went away"):
         phone.bench_phone(models["fp32"], device="pixel", benchmark_binary=fake_tool, timeout_s=4, adb=lab.adb)
@@ -520,7 +542,7 @@ def test_fleet_of_two_servers_one_phone_dropping(tmp_path, models, fake_tool, mo
     (tmp_path / "b").mkdir()
     labs = [AdbLab(tmp_path / "a", ADB_CANDIDATES[0]), AdbLab(tmp_path / "b", ADB_CANDIDATES[0])]
     try:
-        dropping = labs[0].add("lab-a", model="Pixel 7", drop_on="--graph=", drop_after_s=3)
+        dropping = labs[0].add("lab-a", model="Pixel 7", drop_on=BENCH_STEP, drop_after_s=3)
         (dropping.sandbox / "behaviour.json").write_text(json.dumps({"sleep_s": 20}))
         healthy = labs[1].add("lab-b", model="Pixel 8", props={"ro.board.platform": "zuma"},
                               cpus=(1704000,) * 4 + (2367000,) * 4 + (2910000,))   # Tensor G3-like: 9 cores
@@ -538,7 +560,7 @@ def test_fleet_of_two_servers_one_phone_dropping(tmp_path, models, fake_tool, mo
         assert (bad["server"], bad["serial"], bad["failed"]) == (servers[0], dropping.address, True)
         assert "went away" in bad["error"]
         # both phones ran at once: the healthy one started its benchmark before the other dropped
-        [healthy_start] = [t for t, c in healthy.started if "--graph=" in c]
+        [healthy_start] = [t for t, c in healthy.started if BENCH_STEP in c]
         assert healthy_start < dropping.dropped_at
         assert model_files(healthy) == [] and run_dirs(healthy) == []
         wait_until_clean(dropping, 25)

@@ -1,15 +1,16 @@
-"""What a benchmark leaves on a phone: nothing but the (hash-checked) benchmark binary.
+"""What a benchmark leaves on a phone: nothing but hash-checked files in its cache.
 
 - Each run works in its own folder, /data/local/tmp/mixdeploy/run-<time>-<random>/: the model,
   parity inputs and outputs go there, and the folder is removed after the run (also on failure
-  or Ctrl-C).
+  or Ctrl-C). The device script (device_script.py) makes and removes it.
 - A phone that drops off mid-run cannot be cleaned from the host, so each run folder has a
-  reaper on the phone: a detached `setsid sh` loop that removes the folder (and kills its tool)
-  once the host has not touched `alive` in it for longer than one device command may take
-  (--timeout) plus a margin. Every device command of the run touches `alive` first.
-- The benchmark binary is cached in /data/local/tmp/mixdeploy/cache/ under its sha256 (pushed to
-  a `.part` name, renamed when complete; a cache hit is checked with `sha256sum` on the phone).
-  `--keep-on-device` caches models there too, least recently used first out beyond a size bound.
+  reaper on the phone (started by the script, detached): it removes the folder (and kills its
+  tool) once the host has not touched it for longer than one device command may take
+  (--timeout) plus a margin. Every device command of the run touches it first.
+- The benchmark binary and the device script are cached in /data/local/tmp/mixdeploy/cache/
+  under their sha256 (pushed to a `.part` name, renamed when complete; a cache hit is checked
+  with `sha256sum` on the phone). `--keep-on-device` caches models there too, least recently
+  used first out beyond a size bound.
 """
 
 from __future__ import annotations
@@ -21,13 +22,11 @@ import time
 from pathlib import Path
 
 from mixdeploy.bench.adb import Adb
-from mixdeploy.errors import DeviceError
 from mixdeploy.manifest import sha256_file
 
 DEVICE_ROOT = "/data/local/tmp/mixdeploy"
 DEVICE_CACHE = f"{DEVICE_ROOT}/cache"
 DEFAULT_CACHE_LIMIT_MB = 256
-REAPER_TICK_S = 1
 REAPER_MARGIN_S = 5       # beyond the longest device command: the host's round trip between commands
 
 
@@ -83,36 +82,8 @@ def new_run_dir() -> str:
     return f"{DEVICE_ROOT}/run-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
-def reaper_script(run_dir: str, stale_after_s: float) -> str:
-    """A loop that ends with the run folder: removes it (and kills its tool) when it goes stale."""
-    return (f"while [ -d {run_dir} ]; do sleep {REAPER_TICK_S}; "
-            f"age=$(( $(date +%s) - $(stat -c %Y {run_dir}/alive 2>/dev/null || echo 0) )); "
-            f"if [ $age -gt {int(stale_after_s)} ]; then "
-            f"kill -9 $(cat {run_dir}/pid 2>/dev/null) 2>/dev/null; rm -rf {run_dir}; fi; done")
-
-
-def make_run_dir(adb: Adb, serial: str, run_dir: str, command_timeout_s: float) -> None:
-    """Create the run folder with its reaper (detached: it outlives this shell and a lost host)."""
-    reaper = reaper_script(run_dir, command_timeout_s + REAPER_MARGIN_S)
-    adb.shell(serial, f"mkdir -p {run_dir} && touch {run_dir}/alive && "
-                      f"(setsid sh -c {shlex.quote(reaper)} </dev/null >/dev/null 2>&1 &)", timeout=30, check=True)
-
-
-def touch_command(run_dir: str) -> str:
-    """Prefix for every command of a run: the reaper sees the host is still there."""
-    return f"touch {run_dir}/alive; "
-
-
 def push_into_run(adb: Adb, serial: str, local: Path, run_dir: str, timeout: float) -> str:
+    """Push `local` into the run folder (touch the folder first: a push is no script action)."""
     remote = f"{run_dir}/{safe_name(local)}"
-    adb.shell(serial, touch_command(run_dir).rstrip("; "), timeout=30)
     adb.push(serial, str(local), remote, timeout=timeout)
     return remote
-
-
-def remove_run_dir(adb: Adb, serial: str, run_dir: str) -> None:
-    """Best effort: a device that went away keeps its folder until its reaper removes it."""
-    try:
-        adb.shell(serial, f"rm -rf {run_dir}", timeout=30)
-    except DeviceError:
-        pass

@@ -1,11 +1,14 @@
 """The benchmark_model run on an Android device over adb.
 
-One run = read the device state and which cores are online -> push benchmark_model into a
-content-addressed cache (skipped when the same sha256 is there, device_files.py) -> make a run
+One run = read the device state and which cores are online -> push benchmark_model and the
+device script into a content-addressed cache (skipped when the same sha256 is there,
+device_files.py; the script's version checked, device_script.py) -> the script makes a run
 folder with its reaper -> push the model into it (or into the bounded cache, --keep-on-device) ->
-run pinned to the big cores that are online (cpus.py) with a timeout -> parse -> optional
-on-device parity (push inputs, run once per input, pull outputs, compare with host LiteRT) ->
-always remove the run folder (also on failure or Ctrl-C): nothing of the run stays on the phone.
+the script runs benchmark_model pinned to the big cores that are online (cpus.py), with a
+timeout -> parse -> optional on-device parity (push inputs, the script runs once per input, pull
+outputs, compare with host LiteRT) -> the script always removes the run folder (also on failure
+or Ctrl-C): nothing of the run stays on the phone. What runs on the phone is the script's
+business; this module only passes it arguments.
 """
 
 from __future__ import annotations
@@ -13,17 +16,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from mixdeploy.bench import cpus, device_files
+from mixdeploy.bench import cpus, device_files, device_script
 from mixdeploy.bench.adb import Adb, CommandTimeout, DeviceInfo
 from mixdeploy.bench.attribution import AttributionError, attribute, model_ops
-from mixdeploy.bench.device_files import touch_command
 from mixdeploy.bench.parse import BenchmarkOutput, OpProfileRow, parse_benchmark_output
 from mixdeploy.atomic import scratch_dir
 from mixdeploy.errors import DeviceError, MixdeployError
@@ -33,12 +34,6 @@ from mixdeploy.runtimes import dequantize, quantize_for_input
 CONFIG_PATH = Path("~/.config/mixdeploy/config.toml")
 # Package data (pyproject's package-data), so an installed wheel has the profiles too.
 PROFILES_RESOURCE = "device_profiles.json"
-DELEGATE_FLAGS = {
-    "xnnpack": ["--use_xnnpack=true"],
-    "cpu": ["--use_xnnpack=false"],          # TFLite builtin kernels only
-    "gpu": ["--use_gpu=true"],
-    "nnapi": ["--use_nnapi=true"],
-}
 BINARY_HELP = (
     "benchmark_model for Android arm64 is needed: download the TensorFlow project's nightly "
     "`android_aarch64_benchmark_model` (see android_bench/README.md), then pass "
@@ -97,6 +92,7 @@ class PhoneBenchResult:
     run_dir: str = ""
     server: str = ""                        # the adb server (HOST:PORT) the phone is attached to
     online_cpus: list[int] | None = None    # what /sys/devices/system/cpu/online said at run time
+    device_profile: str | None = None       # the name of the device_profiles.json entry it matched
 
     @property
     def median_ms(self) -> float | None:
@@ -212,45 +208,24 @@ def read_device_state(adb: Adb, serial: str) -> DeviceState:
 
 # --- the run --------------------------------------------------------------------------------------
 
-def benchmark_invocation(binary: str, model: str, threads: int, delegate: str, runs: int,
-                         warmup: int, op_profile: bool, cpu_mask: str | None,
-                         extra: list[str] | None = None) -> str:
-    flags = [f"--graph={model}", f"--num_threads={threads}", f"--num_runs={runs}",
-             f"--warmup_runs={warmup}", "--report_peak_memory_footprint=true",
-             *DELEGATE_FLAGS[delegate], *(["--enable_op_profiling=true"] if op_profile else []),
-             *(extra or [])]
-    pin = f"taskset {cpu_mask} " if cpu_mask else ""
-    return f"{pin}{binary} {' '.join(shlex.quote(f) for f in flags)}"
-
-
-def in_run_dir(run_dir: str, invocation: str) -> str:
-    """`sh -c` that records its pid then execs the tool: a timeout can kill exactly that process."""
-    return f"sh -c {shlex.quote(f'echo $$ > {run_dir}/pid && exec {invocation}')}"
-
-
-def benchmark_command(run_dir: str, invocation: str) -> str:
-    return f"cd {run_dir} && {in_run_dir(run_dir, invocation)}"
-
-
 EXIT_MARKER = "__MIXDEPLOY_EXIT="
 
 
-def run_on_device(adb: Adb, serial: str, command: str, run_dir: str, timeout: float, what: str):
-    """Run with a timeout; tell apart tool failure, a device that went away, and a timeout.
+def run_on_device(script: device_script.DeviceScript, command: str, run_dir: str, timeout: float, what: str):
+    """Run a script action with a timeout; tell apart tool failure, a script failure, a device
+    that went away, and a timeout.
 
-    The command echoes an exit marker after the tool ends: when the connection drops mid-run,
-    adb (29 at least) can exit 0 with truncated output, and without shell v2 it always exits 0;
-    a missing marker means the run did not finish where we could see it.
+    The host's shell echoes an exit marker after the script ends: when the connection drops
+    mid-run, adb (29 at least) can exit 0 with truncated output, and without shell v2 it always
+    exits 0; a missing marker means the run did not finish where we could see it. (The marker is
+    the host's, not the script's: it must come even when the phone's sh cannot start the script.)
     """
-    wrapped = f"{touch_command(run_dir)}{command}; status=$?; echo {EXIT_MARKER}$status; exit $status"
+    adb, serial = script.adb, script.serial
+    wrapped = f"{command}; status=$?; echo {EXIT_MARKER}$status; exit $status"
     try:
         result = adb.shell(serial, wrapped, timeout=timeout)
     except CommandTimeout as err:
-        # The adb client is gone, but on a phone the process can outlive it: kill it by pid.
-        try:
-            adb.shell(serial, f"kill -9 $(cat {run_dir}/pid) 2>/dev/null", timeout=15)
-        except DeviceError:
-            pass
+        script.stop(run_dir)     # the adb client is gone, but on a phone the tool can outlive it
         raise CommandTimeout(f"{what} did not finish within {timeout:g} s on {serial}: it was "
                              f"killed and its run folder cleaned up. Raise --timeout, lower --runs, "
                              f"or check the phone is not throttling") from err
@@ -263,8 +238,11 @@ def run_on_device(adb: Adb, serial: str, command: str, run_dir: str, timeout: fl
     exit_code = int(status.split()[0]) if status.split() else result.exit_code
     if exit_code != 0:
         adb.raise_if_gone(serial)
-        raise DeviceError(f"{what} failed on {serial} with exit code {exit_code}:\n"
-                          f"{_tail(result.stderr.strip() or stdout.strip())}")
+        tail = _tail(result.stderr.strip() or stdout.strip())
+        if meaning := device_script.exit_code_meaning(exit_code):
+            raise DeviceError(f"{what} on {serial}: the device script stopped with exit code {exit_code}: "
+                              f"{meaning}\n{tail}")
+        raise DeviceError(f"{what} failed on {serial} with exit code {exit_code}:\n{tail}")
     return result
 
 
@@ -297,8 +275,8 @@ def check_model_file(tflite_path: str | os.PathLike) -> Path:
 
 
 def check_options(options: RunOptions) -> None:
-    if options.delegate not in DELEGATE_FLAGS:
-        raise MixdeployError(f"unknown delegate {options.delegate!r}: choose one of {', '.join(DELEGATE_FLAGS)}")
+    if options.delegate not in device_script.DELEGATES:
+        raise MixdeployError(f"unknown delegate {options.delegate!r}: choose one of {', '.join(device_script.DELEGATES)}")
     if options.device_cache_mb < 1:
         raise MixdeployError("--device-cache-mb must be at least 1")
 
@@ -316,14 +294,15 @@ def bench_on_device(adb: Adb, info: DeviceInfo, tflite_path: Path, binary: Path,
         notes.append(f"thermal status {state.thermal_status} (> 0): the phone may be throttling")
 
     remote_binary, binary_pushed = device_files.push_cached(adb, serial, binary, executable=True)
+    script = device_script.install(adb, serial)
     run_dir = device_files.new_run_dir()
-    device_files.make_run_dir(adb, serial, run_dir, options.timeout_s)
+    script.start(run_dir, options.timeout_s + device_files.REAPER_MARGIN_S)
     try:
-        remote_model, model_pushed = _place_model(adb, serial, tflite_path, run_dir, remote_binary, options, notes)
-        command = benchmark_command(run_dir, benchmark_invocation(
-            remote_binary, remote_model, threads, options.delegate, options.runs, options.warmup,
-            options.op_profile, pinning.mask))
-        output = run_on_device(adb, serial, command, run_dir, options.timeout_s, "benchmark_model")
+        remote_model, model_pushed = _place_model(script, tflite_path, run_dir, remote_binary, options, notes)
+        command = script.bench_command(run_dir, remote_binary, remote_model, threads=threads,
+                                       delegate=options.delegate, runs=options.runs, warmup=options.warmup,
+                                       cpu_mask=pinning.mask, op_profile=options.op_profile)
+        output = run_on_device(script, command, run_dir, options.timeout_s, "benchmark_model")
         try:
             parsed = parse_benchmark_output(output.stdout)
         except ValueError as err:
@@ -332,25 +311,29 @@ def bench_on_device(adb: Adb, info: DeviceInfo, tflite_path: Path, binary: Path,
         slow = _slow_depthwise(parsed.op_profile, tflite_path, notes) if options.op_profile else []
         parity = None
         if options.parity_inputs is not None:
-            parity = device_parity(adb, serial, tflite_path, remote_binary, remote_model, run_dir,
+            parity = device_parity(script, tflite_path, remote_binary, remote_model, run_dir,
                                    options.parity_inputs, threads, options.delegate, pinning.mask,
                                    options.timeout_s)
     finally:
-        device_files.remove_run_dir(adb, serial, run_dir)
+        script.clean(run_dir)
     return PhoneBenchResult(model_path=str(tflite_path), device=state, threads=threads,
                             delegate=options.delegate, cpu_mask=pinning.mask, command=command, benchmark=parsed,
                             pushed={binary.name: binary_pushed, tflite_path.name: model_pushed},
                             slow_depthwise=slow, parity=parity, notes=notes, run_dir=run_dir,
-                            server=adb.server_label, online_cpus=pinning.online)
+                            server=adb.server_label, online_cpus=pinning.online,
+                            device_profile=profile.get("name") if profile else None)
 
 
-def _place_model(adb: Adb, serial: str, tflite_path: Path, run_dir: str, remote_binary: str,
+def _place_model(script: device_script.DeviceScript, tflite_path: Path, run_dir: str, remote_binary: str,
                  options: RunOptions, notes: list[str]) -> tuple[str, bool]:
     """The model into this run's folder (gone with it), or into the bounded cache (--keep-on-device)."""
+    adb, serial = script.adb, script.serial
+    script.touch(run_dir)
     if not options.keep_on_device:
         return device_files.push_into_run(adb, serial, tflite_path, run_dir, options.timeout_s), True
     remote, pushed = device_files.push_cached(adb, serial, tflite_path, timeout=options.timeout_s)
-    evicted = device_files.evict_cache(adb, serial, {remote, remote_binary}, options.device_cache_mb * 2**20)
+    evicted = device_files.evict_cache(adb, serial, {remote, remote_binary, script.remote},
+                                       options.device_cache_mb * 2**20)
     if evicted:
         notes.append(f"device cache over {options.device_cache_mb} MB: removed {len(evicted)} least recently "
                      f"used file(s): {', '.join(Path(e).name for e in evicted)}")
@@ -414,47 +397,30 @@ def prepare_parity_inputs(images_nchw: np.ndarray, input_details: dict) -> list[
     return [quantize_for_input(image[None], input_details) for image in nhwc]
 
 
-def input_file_flags(details: dict, path: str) -> list[str]:
-    """Flags that make benchmark_model read `path` as the (single) input tensor.
-
-    The tool only honours --input_layer_value_files for layers also named in --input_layer
-    (with --input_layer_shape); the value file must be exactly the tensor's bytes. In the
-    `name:path` item, ':' inside the name or path is escaped as '::' (benchmark_tflite_model.h,
-    SplitInputLayerNameAndValueFile).
-    """
-    name = details["name"]
-    shape = ",".join(str(int(d)) for d in details["shape"])
-    escaped = f"{name.replace(':', '::')}:{path.replace(':', '::')}"
-    return [f"--input_layer={name}", f"--input_layer_shape={shape}", f"--input_layer_value_files={escaped}"]
-
-
-def device_parity(adb: Adb, serial: str, tflite_path: Path, remote_binary: str, remote_model: str,
+def device_parity(script: device_script.DeviceScript, tflite_path: Path, remote_binary: str, remote_model: str,
                   run_dir: str, images_nchw: np.ndarray, threads: int, delegate: str,
                   cpu_mask: str | None, timeout_s: float) -> DeviceParity:
+    adb, serial = script.adb, script.serial
     interp, input_details, output_details = io_details(tflite_path)
     tensors = prepare_parity_inputs(images_nchw, input_details)
-    commands = []
+    inputs = [f"{run_dir}/input_{i}.bin" for i in range(len(tensors))]
     with tempfile.TemporaryDirectory(prefix="mixdeploy-parity-", dir=scratch_dir()) as tmp:
-        adb.shell(serial, touch_command(run_dir).rstrip("; "), timeout=30)   # the pushes below are quick
-        for i, tensor in enumerate(tensors):
-            local = Path(tmp) / f"input_{i}.bin"
+        script.touch(run_dir)        # the pushes below are quick
+        for tensor, remote in zip(tensors, inputs):
+            local = Path(tmp) / Path(remote).name
             local.write_bytes(np.ascontiguousarray(tensor).tobytes())
-            adb.push(serial, str(local), f"{run_dir}/input_{i}.bin")
-            invocation = benchmark_invocation(
-                remote_binary, remote_model, threads, delegate, runs=1, warmup=0, op_profile=False,
-                cpu_mask=cpu_mask,
-                extra=[*input_file_flags(input_details, f"{run_dir}/input_{i}.bin"),
-                       f"--output_filepath={run_dir}/output_{i}.bin"])
-            commands.append(in_run_dir(run_dir, invocation + " > /dev/null"))
-        # One shell call for all inputs (one adb round trip); each tool run is a process of its
-        # own whose pid lands in run_dir/pid, so a timeout kills the one running.
-        run_on_device(adb, serial, f"cd {run_dir} && " + " && ".join(commands), run_dir, timeout_s,
-                      "benchmark_model (parity)")
+            adb.push(serial, str(local), remote)
+        # One script action for all inputs (one adb round trip); each tool run is a process of
+        # its own that the script can stop, so a timeout kills the one running.
+        run_on_device(script, script.parity_command(
+            run_dir, remote_binary, remote_model, inputs, input_layer=input_details["name"],
+            input_shape=list(input_details["shape"]), threads=threads, delegate=delegate, cpu_mask=cpu_mask),
+            run_dir, timeout_s, "benchmark_model (parity)")
         device_raw = []
         out = output_details[0]
-        for i in range(len(tensors)):
+        for i, remote in enumerate(inputs):
             local = Path(tmp) / f"output_{i}.bin"
-            adb.pull(serial, f"{run_dir}/output_{i}.bin", str(local))
+            adb.pull(serial, device_script.output_path(remote), str(local))
             raw = np.frombuffer(local.read_bytes(), dtype=out["dtype"])
             expected = int(np.prod(out["shape"]))
             if raw.size < expected:
