@@ -1,7 +1,6 @@
 """Benchmarks: host (LiteRT interpreter) and Android phones (adb + benchmark_model).
 
 targets.py run_bench: `mixdeploy bench` as one call (flag checks, host / phones / ARM64 twin)
-show.py   BenchShow: what `mixdeploy bench` prints for people
 host.py   bench_host: LiteRT (+ onnxruntime / PyTorch baselines), interleaved runs
 adb.py    Adb: the real adb client via subprocess, faults as DeviceError
 phone.py  bench_phone: push with hash cache, pinned run, parse, on-device parity, cleanup

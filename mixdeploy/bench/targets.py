@@ -2,7 +2,7 @@
 phones over adb, or the ARM64 twin), after the checks that its flags fit that target.
 
 run_bench returns a BenchOutcome (results, latency rows, failed phones) and tells a BenchShow
-(mixdeploy.bench.show) what happens as it happens; the command prints the outcome.
+(mixdeploy.views.bench) what happens as it happens; the command prints the outcome.
 """
 
 from __future__ import annotations

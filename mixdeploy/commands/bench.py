@@ -1,6 +1,6 @@
 """`mixdeploy bench`: latency of .tflite files on this host (LiteRT) or on Android phones (adb);
 on-device parity on a phone or on the ARM64 twin (`--device arm64[:CPU]`, no latency).
-The work is mixdeploy.bench.targets.run_bench; what it prints, mixdeploy.bench.show."""
+The work is mixdeploy.bench.targets.run_bench; what it prints, mixdeploy.views.bench."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def bench(threads, as_json, **flags):
 
     `--device all` (or several --adb-server) runs a fleet: every phone is reported, one that fails
     is a row of its own, and the exit code is 1 if any failed."""
-    from mixdeploy.bench.show import BenchShow
+    from mixdeploy.views.bench import BenchShow
     from mixdeploy.bench.targets import BenchRequest, run_bench
 
     request = BenchRequest(threads=_thread_list(threads) if threads else None, **flags)
