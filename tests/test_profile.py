@@ -190,3 +190,58 @@ def test_phone_op_profile_goes_into_the_same_table(tiny, tmp_path):
     payload = json.loads(out.stdout)
     assert "Pixel 7" in payload["source"]
     assert {c["op_class"]: c["ms"] for c in payload["classes"]}[prof.DEPTHWISE_LARGE] == pytest.approx(0.2)
+
+
+@pytest.fixture(scope="module")
+def padded(tmp_path_factory):
+    """PyTorch-style stride-2 conv (PAD -> CONV_2D, which XNNPACK folds) and a PAD shared by two
+    window slices (what `decompose` wrote before piece_pads: a real copy)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    w3, dw = (tf.constant(rng.standard_normal(s).astype(np.float32)) for s in ((3, 3, 3, 8), (3, 3, 8, 1)))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, SIZE, SIZE, 3], tf.float32)])
+    def net(x):
+        y = tf.nn.conv2d(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), w3, 2, "VALID")
+        p = tf.pad(y, [[0, 0], [2, 2], [2, 2], [0, 0]])
+        h = SIZE // 2
+        a = tf.nn.depthwise_conv2d(p[:, :h + 2, :h + 2], dw, [1, 1, 1, 1], "VALID")
+        b = tf.nn.depthwise_conv2d(p[:, 2:, 2:], dw, [1, 1, 1, 1], "VALID")
+        return a + b
+
+    path = tmp_path_factory.mktemp("pad") / "padded.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([net.get_concrete_function()]).convert())
+    return path
+
+
+def test_a_pad_xnnpack_folds_is_timed_with_its_conv(padded):
+    from ai_edge_litert.interpreter import Interpreter
+
+    ops = model_ops(padded)
+    model = prof.read_flatbuffer(padded)
+    pads = [op.index for op in ops if op.op_name == "PAD"]
+    assert len(pads) == 2
+    stem_pad, shared_pad = pads
+    conv = prof.folded_pad_consumer(model, stem_pad)
+    assert ops[conv].op_name == "CONV_2D"
+    assert prof.folded_pad_consumer(model, shared_pad) is None        # two readers: XNNPACK must copy it
+
+    # the PAD + CONV model computes what the two ops compute in the whole model
+    whole = Interpreter(model_path=str(padded), experimental_preserve_all_tensors=True)
+    whole.allocate_tensors()
+    x = np.random.default_rng(1).standard_normal(whole.get_input_details()[0]["shape"]).astype(np.float32)
+    whole.set_tensor(whole.get_input_details()[0]["index"], x)
+    whole.invoke()
+    pair = Interpreter(model_content=prof.ops_model(model, [stem_pad, conv]))
+    pair.allocate_tensors()
+    pair.set_tensor(pair.get_input_details()[0]["index"], x)
+    pair.invoke()
+    conv_out = model.subgraphs[0].operators[conv].outputs[0]
+    np.testing.assert_allclose(pair.get_tensor(pair.get_output_details()[0]["index"]), whole.get_tensor(conv_out),
+                               rtol=1e-5, atol=1e-5)
+
+    r = prof.profile_host(padded, runs=5, warmup=1)
+    by_index = {op.index: op for op in r.ops}
+    assert by_index[stem_pad].folded_into == conv and by_index[shared_pad].folded_into is None
+    assert any("folds into the conv" in note for note in r.notes)

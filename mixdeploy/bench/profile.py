@@ -90,6 +90,7 @@ class OpTime:
     macs: int
     ms: float
     delegated: bool | None = None    # host: XNNPACK ran it (False: LiteRT's builtin kernel)
+    folded_into: int | None = None   # host: a PAD XNNPACK folds into this conv (timed with it)
 
     @property
     def gmacs(self) -> float | None:
@@ -200,14 +201,22 @@ def single_op_model(model, index: int, scale: int = 1) -> bytes:
     """Op `index` of subgraph 0 alone, as a flatbuffer: its constant inputs keep their buffers, its
     other inputs become the model's inputs. `scale` > 1 enlarges a conv's output H and W by that
     factor (the input by what the conv needs), for ceiling runs."""
+    return ops_model(model, [index], scale)
+
+
+def ops_model(model, indices: list[int], scale: int = 1) -> bytes:
+    """Ops `indices` of subgraph 0 (in that order) as a flatbuffer: what they read and no op among
+    them writes becomes the model's inputs, what they write and none reads its outputs. `scale`
+    as for single_op_model (one op only)."""
     import copy
 
     import flatbuffers
 
     schema = tflite_schema()
     graph = model.subgraphs[0]
-    op = copy.deepcopy(graph.operators[index])
-    used = [i for i in list(op.inputs) + list(op.outputs) if i >= 0]
+    originals = [graph.operators[i] for i in indices]
+    ops = [copy.deepcopy(op) for op in originals]
+    used = [i for op in ops for i in list(op.inputs) + list(op.outputs) if i >= 0]
     remap = {old: new for new, old in enumerate(dict.fromkeys(used))}
     buffers = [schema.BufferT()]
     tensors = []
@@ -220,25 +229,60 @@ def single_op_model(model, index: int, scale: int = 1) -> bytes:
         else:
             tensor.buffer = 0
         tensors.append(tensor)
-    op.inputs = [remap[i] if i >= 0 else -1 for i in op.inputs]
-    op.outputs = [remap[i] for i in op.outputs]
-    op.opcodeIndex = 0
+    codes = list(dict.fromkeys(op.opcodeIndex for op in originals))
+    for op in ops:
+        op.inputs = [remap[i] if i >= 0 else -1 for i in op.inputs]
+        op.outputs = [remap[i] for i in op.outputs]
+        op.opcodeIndex = codes.index(op.opcodeIndex)
+    written = {i for op in ops for i in op.outputs}
+    read = {i for op in ops for i in op.inputs if i >= 0}
     sub = schema.SubGraphT()
     sub.tensors = tensors
-    sub.operators = [op]
-    sub.inputs = [i for i in op.inputs if i >= 0 and tensors[i].buffer == 0]
-    sub.outputs = list(op.outputs)
+    sub.operators = ops
+    sub.inputs = [i for i in dict.fromkeys(i for op in ops for i in op.inputs)
+                  if i >= 0 and i not in written and tensors[i].buffer == 0]
+    sub.outputs = [i for op in ops for i in op.outputs if i not in read]
     if scale > 1:
-        _enlarge(op, tensors, scale, _opcode_name(model, graph.operators[index]))
+        _enlarge(ops[0], tensors, scale, _opcode_name(model, originals[0]))
     single = schema.ModelT()
     single.version = model.version
-    single.operatorCodes = [copy.deepcopy(model.operatorCodes[graph.operators[index].opcodeIndex])]
+    single.operatorCodes = [copy.deepcopy(model.operatorCodes[c]) for c in codes]
     single.subgraphs = [sub]
     single.buffers = buffers
-    single.description = "mixdeploy profile: one op"
+    single.description = "mixdeploy profile: " + ("one op" if len(ops) == 1 else f"{len(ops)} ops")
     builder = flatbuffers.Builder(1024)
     builder.Finish(single.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+def folded_pad_consumer(model, index: int) -> int | None:
+    """The conv that XNNPACK folds PAD `index` into, else None. XNNPACK's subgraph fuses a constant
+    pad of H and W whose only reader is a convolution's input into that convolution's implicit
+    padding, so in the whole model the PAD costs nothing (measured: docs/rewrites.md), while alone
+    it is a full copy of its tensor."""
+    graph = model.subgraphs[0]
+    op = graph.operators[index]
+    if _opcode_name(model, op) != "PAD" or op.outputs[0] in list(graph.outputs):
+        return None
+    paddings = _constant(model, op.inputs[1])
+    if paddings is None or paddings.size != 8 or np.any(paddings.reshape(4, 2)[[0, 3]]):
+        return None
+    readers = [i for i, other in enumerate(graph.operators) if op.outputs[0] in list(other.inputs)]
+    if len(readers) != 1:
+        return None
+    reader = graph.operators[readers[0]]
+    conv = _opcode_name(model, reader) in ("CONV_2D", "DEPTHWISE_CONV_2D") and reader.inputs[0] == op.outputs[0]
+    return readers[0] if conv else None
+
+
+def _constant(model, tensor_index: int) -> np.ndarray | None:
+    tensor = model.subgraphs[0].tensors[tensor_index]
+    data = model.buffers[tensor.buffer].data if tensor.buffer < len(model.buffers) else None
+    if data is None or not len(data):
+        return None
+    schema = tflite_schema()
+    dtype = {schema.TensorType.INT32: np.int32, schema.TensorType.INT64: np.int64}.get(tensor.type)
+    return None if dtype is None else np.frombuffer(np.asarray(data, np.uint8).tobytes(), dtype)
 
 
 def _enlarge(op, tensors, scale: int, name: str) -> None:
@@ -374,6 +418,10 @@ def profile_host(tflite_path: str | Path, threads: int = 1, runs: int = 20, warm
     enlarged = _ceiling_candidates(model, ops, classes)
     for index, scale, _ in enlarged.values():
         add(single_op_model(model, index, scale), repeat)
+    folded = {op.index: folded_pad_consumer(model, op.index) for op in ops}
+    folded = {pad: conv for pad, conv in folded.items() if conv is not None}
+    for pad, conv in folded.items():
+        add(ops_model(model, [pad, conv]), repeat)
 
     rounds = {"done": 0}
     def on_round() -> None:
@@ -390,18 +438,31 @@ def profile_host(tflite_path: str | Path, threads: int = 1, runs: int = 20, warm
     op_times = [OpTime(op.index, op.op_name, cls, op.outputs[0] if op.outputs else "",
                        op_macs(model, graph_ops[op.index]), ms, bool(r.delegate_nodes))
                 for op, cls, ms, r in zip(ops, classes, net[2:2 + len(ops)], results[2:2 + len(ops)])]
-    ceilings = _ceilings(op_times, enlarged, net[2 + len(ops):], overhead)
+    first_pair = 2 + len(ops) + len(enlarged)
+    ceilings = _ceilings(op_times, enlarged, net[2 + len(ops):first_pair], overhead)
+    _charge_folded_pads(op_times, folded, net[first_pair:])
     result = ProfileResult(model_path=str(tflite_path), threads=threads, whole_ms=net[0], ops=op_times,
                            classes=class_times(op_times, ceilings), invoke_overhead_ms=overhead,
                            host=host_info(),
                            source=f"each op alone in LiteRT/XNNPACK ({dtype}, {repeat} invokes back to back), "
                                   f"interleaved with the whole model, fastest of {runs} rounds, minus one "
                                   "invoke's cost")
+    if folded:
+        result.notes.append(f"{len(folded)} PAD(s) XNNPACK folds into the conv after them: each timed together "
+                            "with its conv, the PAD charged what the pair took over the conv alone")
     builtin = Counter(op.op_name for op in op_times if op.delegated is False)
     if builtin:
         result.notes.append("run by LiteRT's builtin kernels, not XNNPACK, when alone: "
                             + ", ".join(f"{n} x{c}" for n, c in builtin.most_common()))
     return result
+
+
+def _charge_folded_pads(op_times: list[OpTime], folded: dict[int, int], pair_ms: list[float]) -> None:
+    """A folded PAD's time: (PAD + its conv, timed together) minus the conv alone, at least 0."""
+    by_index = {op.index: op for op in op_times}
+    for (pad, conv), ms in zip(folded.items(), pair_ms):
+        by_index[pad].ms = max(0.0, ms - by_index[conv].ms)
+        by_index[pad].folded_into = conv
 
 
 def _repeated(make, n: int):

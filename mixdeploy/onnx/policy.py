@@ -41,8 +41,9 @@ TIMED_PRECISIONS = ("fp32", "int8")   # the runtimes a lowering is timed on
 # sub-10-microsecond layers differ by timer noise, not by kernel quality.
 TIE_TOLERANCE = 0.05
 # Part of the runtime id: choices measured through another timing path (the first policy timed
-# layers converted by a separate ONNX->TF translator and TFLiteConverter's calibrator) are not reused.
-TIMING_PATH = "convert_onnx"
+# layers converted by a separate ONNX->TF translator and TFLiteConverter's calibrator) are not reused,
+# nor those timed before piece_pads reshaped the decomposed candidates.
+TIMING_PATH = "convert_onnx-piece_pads"
 CALIBRATION_SAMPLES = 8      # random layer inputs: enough for the converter's ranges; timing ignores values
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's converter logs are not ours to print
 
@@ -204,11 +205,15 @@ def mixconv_layer_model(spec: MixConvSpec, seed: int = 0) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+# What the whole model's rewrite does to a MixConv layer, so the candidates timed are the ones that ship.
+LAYER_PASSES = ("lower_mixconv", "piece_pads")
+
+
 def lower_single_layer(layer: onnx.ModelProto, lowering: str) -> tuple[onnx.ModelProto, str]:
     """The layer lowered by the rewrite itself; returns (model, the lowering actually applied)."""
     from mixdeploy.onnx.rewrite import rewrite
 
-    result = rewrite(layer, lowering=lowering, passes=("lower_mixconv",))
+    result = rewrite(layer, lowering=lowering, passes=LAYER_PASSES)
     [applied] = result.report.lowering_choices.values()
     return result.model, applied
 

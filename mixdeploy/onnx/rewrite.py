@@ -4,7 +4,8 @@ Every pass has one interface (mixdeploy/onnx/passes/__init__.py); `PASSES` names
 loop in `rewrite()` runs any sequence. Default order: fold_pad (so pads never hide a Conv from
 the next passes), fold_batchnorm (BN into the Convs, across MixConv concats), slices_to_split
 (Slice-chain channel splits as one Split, the form the next passes match), recognize_mixconv
-(reports the MixConvs), fuse_grouped_pointwise, lower_mixconv.
+(reports the MixConvs), fuse_grouped_pointwise, lower_mixconv, piece_pads (decomposed pieces
+read the input through their own Conv pads, which XNNPACK folds, instead of one shared Pad).
 Opt-in, not in the default order: concat_free (MixConv concats pushed into the convs that read
 them, for int8: recipe `per-branch`, applied by the converter to the rewritten graph).
 """
@@ -27,6 +28,7 @@ from mixdeploy.onnx.passes.fold_batchnorm import fold_batchnorm
 from mixdeploy.onnx.passes.fold_pad import fold_pad
 from mixdeploy.onnx.passes.fuse_grouped_pointwise import fuse_grouped_pointwise
 from mixdeploy.onnx.passes.lower_mixconv import lower_mixconv
+from mixdeploy.onnx.passes.piece_pads import piece_pads
 from mixdeploy.onnx.passes.recognize_mixconv import recognize_mixconv
 from mixdeploy.onnx.passes.slices_to_split import slices_to_split
 
@@ -37,6 +39,7 @@ PASSES: dict[str, Callable[[ir.Model, RewriteOptions], PassOutcome]] = {
     "recognize_mixconv": recognize_mixconv,
     "fuse_grouped_pointwise": fuse_grouped_pointwise,
     "lower_mixconv": lower_mixconv,
+    "piece_pads": piece_pads,
     "concat_free": concat_free,
 }
 ALL_PASSES = tuple(PASSES)
