@@ -143,8 +143,8 @@ def decompose_depthwise_conv(graph: ir.Graph, namer: Namer, conv: ConvInfo,
     """Rewrite one depthwise conv as Pad -> per piece (Slice -> small depthwise Conv) -> Add chain.
 
     Exact: every kernel tap sits in exactly one piece, and piece (r0, c0) reads the padded
-    input shifted by (r0, c0), i.e. the taps it owns. Pad once, slice per piece (each
-    SLICE in TFLite is a cheap copy that keeps the int8 scale), convs unpadded (VALID).
+    input shifted by (r0, c0), i.e. the taps it owns. Pad once, slice per piece, convs unpadded
+    (VALID); the piece_pads pass then gives each piece its window as its own pads (see there).
     """
     node, x = conv.node, conv.node.inputs[0]
     hw = spatial_of(x)
