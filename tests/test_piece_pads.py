@@ -71,6 +71,8 @@ def test_pads_with_other_readers_stay():
     model = g.model(g.node("Add", [piece, crop]))
     out = rewrite(model, passes=["piece_pads"], lowering="split")
     assert ops(out.model) == ops(model) and out.report.passes[0].touched == []
+    [declined] = out.report.passes[0].declined
+    assert declined.reason.startswith("read by Relu")
 
 
 def test_a_conv_with_pads_of_its_own_is_left_alone():
@@ -80,6 +82,7 @@ def test_a_conv_with_pads_of_its_own_is_left_alone():
                                    g.conv(padded, 4, 4, 3, group=4, pads=[1, 1, 1, 1])]))
     out = rewrite(model, passes=["piece_pads"], lowering="split")
     assert ops(out.model) == ops(model)
+    assert "not an unpadded Conv's input" in out.report.passes[0].declined[0].reason
 
 
 def tflite_int8(model, path, calibration):

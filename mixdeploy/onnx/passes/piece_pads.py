@@ -16,7 +16,7 @@ import numpy as np
 import onnx_ir as ir
 
 from mixdeploy.onnx.graph import Namer, add_initializer, const_array, conv_info, new_node, spatial_of
-from mixdeploy.onnx.passes import PassOutcome, RewriteOptions
+from mixdeploy.onnx.passes import GRAPH, PassOutcome, RewriteOptions
 from mixdeploy.onnx.passes.fold_pad import spatial_zero_pads
 
 Window = tuple[int, int, int, int]   # row start, row stop, col start, col stop (padded coordinates)
@@ -88,18 +88,25 @@ def piece_pads(model: ir.Model, options: RewriteOptions) -> PassOutcome:
     graph = model.graph
     namer = Namer(graph)
     outcome = PassOutcome(details={"pads_removed": 0, "slices_removed": 0, "crops": 0})
-    for pad in [n for n in graph if n.op_type == "Pad"]:
+    pads = [n for n in graph if n.op_type == "Pad"]
+    if not pads:
+        outcome.decline(GRAPH, "no Pad in the graph")
+    for pad in pads:
         spatial, x = spatial_zero_pads(pad), pad.inputs[0]
         hw = spatial_of(x)
         if spatial is None or hw is None:
+            outcome.decline(pad.name, "not a constant-zero Pad of H and W only" if spatial is None
+                            else "its input's H and W are not known")
             continue
         padded_hw = (hw[0] + spatial[0] + spatial[2], hw[1] + spatial[1] + spatial[3])
-        readers = _readers(pad.outputs[0], padded_hw)
+        readers, why_not = _readers(pad.outputs[0], padded_hw)
         if readers is None:
+            outcome.decline(pad.name, why_not)
             continue
         crops = [crop_and_pads(window, spatial, hw) for window, _, _ in readers]
         if any(r0 >= r1 or c0 >= c1 for (r0, r1, c0, c1), _ in crops):
-            continue   # a reader of nothing but padding: nothing to crop
+            outcome.decline(pad.name, "a reader's window is nothing but padding: no input to crop")
+            continue
         for (_, convs, old_slice), (crop, conv_pads) in zip(readers, crops):
             crop = keep_trailing_input(crop, conv_pads, hw, convs)
             source = x
@@ -119,25 +126,24 @@ def piece_pads(model: ir.Model, options: RewriteOptions) -> PassOutcome:
 
 
 def _readers(padded: ir.Value, padded_hw: tuple[int, int]):
-    """[(window, Convs reading it, the Slice cutting it or None)] if every use of the padded tensor
-    is an unpadded Conv or a window Slice feeding only unpadded Convs; None otherwise."""
+    """([(window, Convs reading it, the Slice cutting it or None)], "") if every use of the padded
+    tensor is an unpadded Conv or a window Slice feeding only unpadded Convs; else (None, why not)."""
     if padded.is_graph_output():
-        return None
+        return None, "the padded tensor is a graph output"
     readers = []
     for use in padded.uses():
         node = use.node
         conv = conv_info(node)
-        if conv is not None:
-            if use.idx != 0 or any(conv.pads):
-                return None
+        if conv is not None and use.idx == 0 and not any(conv.pads):
             readers.append(((0, padded_hw[0], 0, padded_hw[1]), [node], None))
             continue
-        window = spatial_window(node, padded_hw) if use.idx == 0 else None
+        window = spatial_window(node, padded_hw) if use.idx == 0 and conv is None else None
         convs = unpadded_convs(node.outputs[0]) if window else None
         if not convs:
-            return None
+            return None, (f"read by {node.op_type} {node.name}: not an unpadded Conv's input, nor an H/W window "
+                          "Slice read only by unpadded Convs")
         readers.append((window, convs, node))
-    return readers or None
+    return (readers, "") if readers else (None, "the padded tensor is not read")
 
 
 def _crop(graph: ir.Graph, namer: Namer, x: ir.Value, crop: tuple[int, int, int, int], before: ir.Node) -> ir.Value:
