@@ -258,7 +258,7 @@ def ops_model(model, indices: list[int], scale: int = 1) -> bytes:
 def folded_pad_consumer(model, index: int) -> int | None:
     """The conv that XNNPACK folds PAD `index` into, else None. XNNPACK's subgraph fuses a constant
     pad of H and W whose only reader is a convolution's input into that convolution's implicit
-    padding, so in the whole model the PAD costs nothing (measured: docs/rewrites.md), while alone
+    padding, so in the whole model the PAD costs nothing (measured: docs/bench.md), while alone
     it is a full copy of its tensor."""
     graph = model.subgraphs[0]
     op = graph.operators[index]
