@@ -66,6 +66,7 @@ def test_no_pass_touches_a_plain_depthwise_net_and_each_says_why(plain):
         "fuse_grouped_pointwise": (GRAPH, "no Split"),
         "lower_mixconv": (GRAPH, "no MixConv"),
         "piece_pads": (pad, "constant-zero Pad"),
+        "relu_into_branches": (GRAPH, "no Concat"),
         "concat_free": (GRAPH, "no Concat"),
     }
     assert set(expected) == set(ALL_PASSES)

@@ -5,7 +5,8 @@ loop in `rewrite()` runs any sequence. Default order: fold_pad (so pads never hi
 the next passes), fold_batchnorm (BN into the Convs, across MixConv concats), slices_to_split
 (Slice-chain channel splits as one Split, the form the next passes match), recognize_mixconv
 (reports the MixConvs), fuse_grouped_pointwise, lower_mixconv, piece_pads (decomposed pieces
-read the input through their own Conv pads, which XNNPACK folds, instead of one shared Pad).
+read the input through their own Conv pads, which XNNPACK folds, instead of one shared Pad),
+relu_into_branches (a Relu after a MixConv's Concat runs per branch, fused into each producer).
 Opt-in, not in the default order: concat_free (MixConv concats pushed into the convs that read
 them, for int8: recipe `per-branch`, applied by the converter to the rewritten graph).
 """
@@ -29,6 +30,7 @@ from mixdeploy.onnx.passes.fold_pad import fold_pad
 from mixdeploy.onnx.passes.fuse_grouped_pointwise import fuse_grouped_pointwise
 from mixdeploy.onnx.passes.lower_mixconv import lower_mixconv
 from mixdeploy.onnx.passes.piece_pads import piece_pads
+from mixdeploy.onnx.passes.relu_into_branches import relu_into_branches
 from mixdeploy.onnx.passes.recognize_mixconv import recognize_mixconv
 from mixdeploy.onnx.passes.slices_to_split import slices_to_split
 
@@ -40,6 +42,7 @@ PASSES: dict[str, Callable[[ir.Model, RewriteOptions], PassOutcome]] = {
     "fuse_grouped_pointwise": fuse_grouped_pointwise,
     "lower_mixconv": lower_mixconv,
     "piece_pads": piece_pads,
+    "relu_into_branches": relu_into_branches,
     "concat_free": concat_free,
 }
 ALL_PASSES = tuple(PASSES)
