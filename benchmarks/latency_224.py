@@ -449,6 +449,8 @@ def main(argv=None) -> None:
     from mixdeploy.atomic import write_json_atomic, write_text_atomic
 
     json_path, md_path = args.out / "latency_224.json", args.out / "latency_224.md"
+    if args.render and not json_path.is_file():
+        parser.error(f"--render needs {json_path} from an earlier run: run without --render first")
     report = json.loads(json_path.read_text()) if args.render else run(args)
     if not args.render:
         args.out.mkdir(parents=True, exist_ok=True)
