@@ -73,7 +73,7 @@ def test_onnxruntime_qdq_is_per_channel_int8_and_keeps_the_answers(trained_check
 
 
 def test_a_missing_peer_venv_is_a_reason_not_a_traceback(trained_checkpoint, calibration, tmp_path, monkeypatch):
-    monkeypatch.setattr(common, "ROOT", tmp_path)  # a checkout without the peer venvs
+    monkeypatch.setattr(common, "VENV_ROOT", tmp_path)  # a checkout without the peer venvs
     with pytest.raises(peers_lib.PeerError, match="setup_peers.sh"):
         peers_lib.convert_int8("executorch", trained_checkpoint, calibration, tmp_path / "out")
     with pytest.raises(peers_lib.PeerError, match="unknown peer"):
@@ -84,7 +84,7 @@ def test_a_missing_peer_venv_is_a_reason_not_a_traceback(trained_checkpoint, cal
 @pytest.mark.parametrize("peer", list(VENV_PEERS))
 def test_venv_peer_int8_keeps_the_answers(peer, trained_checkpoint, trained_model, fashion_mnist_small,
                                           calibration, tmp_path):
-    if not (REPO / VENV_PEERS[peer] / "bin" / "python").exists():
+    if not (common.venv_dir(VENV_PEERS[peer]) / "bin" / "python").exists():
         pytest.skip(f"{VENV_PEERS[peer]}/ absent: bash benchmarks/setup_peers.sh")
     evaluation = accuracy_data.eval_set(trained_model, 100)
     path = peers_lib.convert_int8(peer, trained_checkpoint, calibration, tmp_path)

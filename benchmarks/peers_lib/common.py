@@ -14,22 +14,29 @@ from mixdeploy.atomic import write_json_atomic, write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIVERS = Path(__file__).resolve().parent / "drivers"
-SETUP_HINT = "run `bash benchmarks/setup_peers.sh`"
+# Where the peer venvs live: this checkout, or MIXDEPLOY_PEER_VENVS (a folder holding .venv-*/ already set
+# up, e.g. another checkout's: the venvs are ~8 GB, one set serves every checkout).
+VENV_ROOT = Path(os.environ.get("MIXDEPLOY_PEER_VENVS") or ROOT)
+SETUP_HINT = "run `bash benchmarks/setup_peers.sh` (or point MIXDEPLOY_PEER_VENVS at a folder holding the .venv-*/)"
 
 
 class PeerError(Exception):
     """A peer could not convert or run the model; str() is the one-line reason for the table."""
 
 
+def venv_dir(venv: str) -> Path:
+    return VENV_ROOT / venv
+
+
 def venv_python(venv: str) -> Path:
-    python = ROOT / venv / "bin" / "python"
+    python = venv_dir(venv) / "bin" / "python"
     if not python.exists():
-        raise PeerError(f"{venv}/ is missing: {SETUP_HINT}")
+        raise PeerError(f"{venv_dir(venv)}/ is missing: {SETUP_HINT}")
     return python
 
 
 def package_version(venv: str | None, package: str) -> str | None:
-    """The installed version of `package` in ROOT/venv (None: this interpreter), without running it."""
+    """The installed version of `package` in venv_dir(venv) (None: this interpreter), without running it."""
     if venv is None:
         from importlib import metadata
 
@@ -38,7 +45,7 @@ def package_version(venv: str | None, package: str) -> str | None:
         except metadata.PackageNotFoundError:
             return None
     stem = package.replace("-", "_")
-    for info in sorted((ROOT / venv).glob(f"lib/python*/site-packages/{stem}-*.dist-info")):
+    for info in sorted(venv_dir(venv).glob(f"lib/python*/site-packages/{stem}-*.dist-info")):
         return info.name[len(stem) + 1:-len(".dist-info")]
     return None
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from peers_lib.common import (ROOT, SETUP_HINT, PeerError, Stopwatch, export_plain_onnx, package_version, run_logged,
-                              write_facts)
+from peers_lib.common import (SETUP_HINT, PeerError, Stopwatch, export_plain_onnx, package_version, run_logged,
+                              venv_dir, write_facts)
 
 VENV = ".venv-onnx2tf"
-ONNX2TF = ROOT / VENV / "bin" / "onnx2tf"
+ONNX2TF = venv_dir(VENV) / "bin" / "onnx2tf"
 # onnx2tf downloads a sample of this name at each conversion of a 3-channel model unless one lies
 # in its working folder (it is only used when no -cind is given): plant one.
 SAMPLE_NAME = "calibration_image_sample_data_20x128x128x3_float32.npy"
@@ -26,7 +26,7 @@ SAMPLE_NAME = "calibration_image_sample_data_20x128x128x3_float32.npy"
 def convert_int8(checkpoint: str, calibration_nchw: np.ndarray, out_dir: Path, input_size: int | None,
                  with_float: bool) -> Path:
     if not ONNX2TF.exists():
-        raise PeerError(f"{ONNX2TF.relative_to(ROOT)} is missing: {SETUP_HINT}")
+        raise PeerError(f"{ONNX2TF} is missing: {SETUP_HINT}")
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path, log = out_dir / "model.onnx", out_dir / "convert.log"
     with Stopwatch() as watch:
