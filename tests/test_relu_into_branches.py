@@ -51,19 +51,44 @@ def test_a_concat_read_by_more_than_the_relu_is_left_alone():
     assert declined.reason == "not read by one Relu alone"
 
 
-def test_int8_graph_has_no_relu_op_of_its_own(tmp_path):
+def int8_rel_rmse(path, images, reference):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mixdeploy.runtimes import quantize_for_input
+
+    interp = Interpreter(model_path=str(path))
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    scale, zero = out["quantization"]
+    outputs = []
+    for image in images:
+        interp.set_tensor(inp["index"], quantize_for_input(image[None].transpose(0, 2, 3, 1), inp))
+        interp.invoke()
+        outputs.append((interp.get_tensor(out["index"]).astype(np.float32) - zero) * scale)
+    got = np.concatenate(outputs).transpose(0, 3, 1, 2)
+    return float(np.sqrt(((got - reference) ** 2).mean() / (reference ** 2).mean()))
+
+
+def test_int8_graph_has_no_relu_op_of_its_own_and_is_no_less_accurate(tmp_path):
     from mixdeploy.bench.attribution import model_ops
     from mixdeploy.tflite.convert import convert_onnx
+    from rewrite_helpers import run_ort
 
     model = mixconv_relu()
-    images = np.random.default_rng(3).standard_normal((8, 12, 10, 10)).astype(np.float32)
-    counts = {}
+    rng = np.random.default_rng(3)
+    calibration = rng.standard_normal((32, 12, 10, 10)).astype(np.float32)
+    test = rng.standard_normal((32, 12, 10, 10)).astype(np.float32)
+    reference = np.concatenate([run_ort(model, image[None]) for image in test])
+    relus, errors = {}, {}
     for name, passes in (("before", ["lower_mixconv"]), ("after", ["lower_mixconv", "relu_into_branches"])):
         path = tmp_path / f"{name}.tflite"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             convert_onnx(rewrite(model, lowering="split", passes=passes).model, path, precision="int8",
-                         calibration=images)
-        counts[name] = [op.op_name for op in model_ops(path)].count("RELU")
+                         calibration=calibration)
+        relus[name] = [op.op_name for op in model_ops(path)].count("RELU")
+        errors[name] = int8_rel_rmse(path, test, reference)
     # before: a RELU with its own output scale (run by LiteRT's builtin kernel, not XNNPACK)
-    assert counts == {"before": 1, "after": 0}
+    assert relus == {"before": 1, "after": 0}
+    # each branch quantized after its ReLU wastes no int8 steps on negatives (0.0156 -> 0.0135 here)
+    assert errors["after"] <= errors["before"] * 1.05 and errors["after"] < 0.03, errors
