@@ -73,8 +73,11 @@ def main(argv=None):
     from mixdeploy.bench.host import bench_models
     from mixdeploy.tflite.inspect import inspect_tflite
 
+    from mixdeploy.onnx.rewrite import DEFAULT_PASSES
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pass", dest="pass_name", required=True)
+    # a default pass: one outside the default list would make "without" and "with" the same graph
+    ap.add_argument("--pass", dest="pass_name", required=True, choices=DEFAULT_PASSES)
     ap.add_argument("--models", nargs="+", default=["mixnet-s", "mixnet-m", "mixnet-l"])
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--lowering", default="decompose", help="lower_mixconv's lowering (auto times layers: slower)")

@@ -33,7 +33,7 @@ def scaling_rows(one, two) -> list[dict]:
 
 
 def if_all_scaled_like_best(rows: list[dict]) -> float | None:
-    """Whole-op-time speed-up if every class sped up like the best-scaling one with MACs."""
+    """Whole-op-time speed-up if every class sped up like the best-scaling class."""
     best = max((r["speedup"] for r in rows if r["speedup"]), default=None)
     if not best:
         return None

@@ -254,6 +254,20 @@ def test_the_device_scripts_own_failure_is_explained(lab, models, fake_tool):
     assert run_dirs(dev) == []
 
 
+def test_a_run_folder_whose_reaper_never_starts_is_explained_and_removed(lab, models, fake_tool):
+    """`start` makes the folder, then waits for its detached reaper: a setsid that runs nothing
+    makes the script give up (exit 69) with the folder already there; the host explains the code
+    and still removes the folder."""
+    dev = lab.add("pixel")
+    setsid = dev.host_path("system/bin/setsid")  # first on the phone's PATH: starts nothing
+    setsid.write_text("#!/bin/sh\nexit 0\n")
+    setsid.chmod(0o755)
+    with pytest.raises(DeviceError, match=r"(?s)could not start a run folder .*exit code 69: the phone lacks a tool"
+                                          r".*reaper did not start within 10 s"):
+        phone.bench_phone(models["fp32"], device="pixel", benchmark_binary=fake_tool, runs=1, adb=lab.adb)
+    assert run_dirs(dev) == []
+
+
 def test_a_packaged_script_of_another_version_is_refused(monkeypatch):
     from mixdeploy.bench import device_script
 

@@ -88,6 +88,22 @@ def test_reasons_reach_the_manifest_form_and_the_lines_export_prints(plain):
     assert result.report.to_table().row_count == len(ALL_PASSES)
 
 
+def test_a_pad_read_by_no_conv_is_declined_not_a_bug():
+    """A Pad whose output is the graph's output (or unread) has no Conv to fold into: a reason,
+    not the rewrite loop's "touched nothing and did not say why"."""
+    from onnx import TensorProto, helper
+
+    pads = helper.make_tensor("pads", TensorProto.INT64, [8], [0, 0, 1, 1, 0, 0, 1, 1])
+    graph = helper.make_graph([helper.make_node("Pad", ["x", "pads"], ["y"], name="pad")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 6, 6])], [pads])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    result = rewrite(model, lowering="split", passes=["fold_pad"])
+    [declined] = result.report.passes[0].declined
+    assert declined.node == "pad" and declined.reason == "its output is a graph output"
+    assert ops(result.model) == ["Pad"]
+
+
 def test_a_pass_that_touches_nothing_without_a_reason_is_a_bug(plain, monkeypatch):
     model, _ = plain
     monkeypatch.setitem(rewrite_module.PASSES, "fold_pad", lambda m, options: PassOutcome())

@@ -175,11 +175,11 @@ case $action in
         # command and a host that goes away, and so cleans up after either. Wait until it runs
         # in its own session: a child not yet detached would die with this command's group.
         (setsid sh "$script" reap "$1" "$2" </dev/null >/dev/null 2>&1 &)
-        waited=0
+        # a deadline by the clock, not a count of sleeps: a sleep without fractions sleeps 1 s
+        deadline=$(( $(date +%s) + 10 ))
         until [ -s "$1/reaper" ]; do
-            [ $waited -lt 200 ] || fail $EX_UNAVAILABLE "the reaper did not start within 10 s (setsid, sh)"
+            [ "$(date +%s)" -lt $deadline ] || fail $EX_UNAVAILABLE "the reaper did not start within 10 s (setsid, sh)"
             sleep 0.05 2>/dev/null || sleep 1
-            waited=$((waited + 1))
         done
         ;;
     reap)

@@ -6,7 +6,8 @@
 - A phone that drops off mid-run cannot be cleaned from the host, so each run folder has a
   reaper on the phone (started by the script, detached): it removes the folder (and kills its
   tool) once the host has not touched it for longer than one device command may take
-  (--timeout) plus a margin. Every device command of the run touches it first.
+  (--timeout) plus a margin. The script's bench and parity actions touch it when they start, and
+  the host touches it before each push into it.
 - The benchmark binary and the device script are cached in /data/local/tmp/mixdeploy/cache/
   under their sha256 (pushed to a `.part` name, renamed when complete; a cache hit is checked
   with `sha256sum` on the phone). `--keep-on-device` caches models there too, least recently

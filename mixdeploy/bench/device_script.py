@@ -76,7 +76,13 @@ class DeviceScript:
     def start(self, run_dir: str, stale_after_s: float) -> None:
         """Make the run folder with its reaper, which removes it (and kills its tool) once the
         host has not touched it for `stale_after_s`."""
-        self.adb.shell(self.serial, self.command("start", run_dir, int(stale_after_s)), timeout=30, check=True)
+        result = self.adb.shell(self.serial, self.command("start", run_dir, int(stale_after_s)), timeout=30)
+        if not result.ok:
+            self.adb.raise_if_gone(self.serial)
+            meaning = exit_code_meaning(result.exit_code) or "see its output"
+            raise DeviceError(f"the device script could not start a run folder on {self.serial} (exit code "
+                              f"{result.exit_code}: {meaning}): "
+                              f"{(result.stderr or result.stdout).strip() or '(no output)'}")
 
     def touch(self, run_dir: str) -> None:
         """The host is still there: before a step that runs no script action (a push)."""

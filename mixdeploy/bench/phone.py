@@ -296,8 +296,8 @@ def bench_on_device(adb: Adb, info: DeviceInfo, tflite_path: Path, binary: Path,
     remote_binary, binary_pushed = device_files.push_cached(adb, serial, binary, executable=True)
     script = device_script.install(adb, serial)
     run_dir = device_files.new_run_dir()
-    script.start(run_dir, options.timeout_s + device_files.REAPER_MARGIN_S)
-    try:
+    try:   # start inside: a start that fails half-way (folder made, reaper not up) is cleaned too
+        script.start(run_dir, options.timeout_s + device_files.REAPER_MARGIN_S)
         remote_model, model_pushed = _place_model(script, tflite_path, run_dir, remote_binary, options, notes)
         command = script.bench_command(run_dir, remote_binary, remote_model, threads=threads,
                                        delegate=options.delegate, runs=options.runs, warmup=options.warmup,

@@ -19,7 +19,8 @@ GRAPH = ""   # Declined.node when the reason is about the whole graph (nothing t
 
 @dataclass(frozen=True)
 class Declined:
-    """A candidate a pass left as it was, and why (node: its node or layer name, or GRAPH)."""
+    """A candidate a pass left as it was, and why (node: its node or layer name — for
+    slices_to_split the tensor its Slices cut — or GRAPH)."""
 
     node: str
     reason: str

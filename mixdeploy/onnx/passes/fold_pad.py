@@ -58,6 +58,9 @@ def fold_pad(model: ir.Model, options: RewriteOptions) -> PassOutcome:
             outcome.decline(pad.name, "not a constant-zero Pad of H and W only: a Conv cannot take it as its pads")
             continue
         padded = pad.outputs[0]
+        if padded.is_graph_output() or not list(padded.uses()):
+            outcome.decline(pad.name, "its output is a graph output" if padded.is_graph_output()
+                            else "its output is not read")
         for use in list(padded.uses()):
             conv = conv_info(use.node)
             if conv is None or use.idx != 0:
