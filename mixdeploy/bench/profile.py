@@ -34,6 +34,7 @@ import numpy as np
 from mixdeploy.bench.attribution import ModelOp, attribute, is_partition_row, model_ops
 from mixdeploy.bench.parse import OpProfileRow
 from mixdeploy.errors import MixdeployError
+from mixdeploy.tflite.inspect import op_name
 
 Progress = Callable[[str, int, int], None]
 
@@ -174,16 +175,9 @@ def read_flatbuffer(path: Path):
     return model
 
 
-def _opcode_name(model, op) -> str:
-    schema = tflite_schema()
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    code = model.operatorCodes[op.opcodeIndex]
-    return names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
-
-
 def op_macs(model, op) -> int:
     """Multiply-accumulates of one CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED (0 for the rest)."""
-    name = _opcode_name(model, op)
+    name = op_name(model, op)
     tensors = model.subgraphs[0].tensors
     if name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
         return 0
@@ -243,7 +237,7 @@ def ops_model(model, indices: list[int], scale: int = 1) -> bytes:
                   if i >= 0 and i not in written and tensors[i].buffer == 0]
     sub.outputs = [i for op in ops for i in op.outputs if i not in read]
     if scale > 1:
-        _enlarge(ops[0], tensors, scale, _opcode_name(model, originals[0]))
+        _enlarge(ops[0], tensors, scale, op_name(model, originals[0]))
     single = schema.ModelT()
     single.version = model.version
     single.operatorCodes = [copy.deepcopy(model.operatorCodes[c]) for c in codes]
@@ -262,7 +256,7 @@ def folded_pad_consumer(model, index: int) -> int | None:
     it is a full copy of its tensor."""
     graph = model.subgraphs[0]
     op = graph.operators[index]
-    if _opcode_name(model, op) != "PAD" or op.outputs[0] in list(graph.outputs):
+    if op_name(model, op) != "PAD" or op.outputs[0] in list(graph.outputs):
         return None
     paddings = _constant(model, op.inputs[1])
     if paddings is None or paddings.size != 8 or np.any(paddings.reshape(4, 2)[[0, 3]]):
@@ -271,7 +265,7 @@ def folded_pad_consumer(model, index: int) -> int | None:
     if len(readers) != 1:
         return None
     reader = graph.operators[readers[0]]
-    conv = _opcode_name(model, reader) in ("CONV_2D", "DEPTHWISE_CONV_2D") and reader.inputs[0] == op.outputs[0]
+    conv = op_name(model, reader) in ("CONV_2D", "DEPTHWISE_CONV_2D") and reader.inputs[0] == op.outputs[0]
     return readers[0] if conv else None
 
 

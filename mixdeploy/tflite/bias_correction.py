@@ -39,15 +39,6 @@ class ConvGeometry:
     output_hw: tuple[int, int] = (1, 1)
 
 
-def builtin_op_names(schema) -> dict[int, str]:
-    return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)}
-
-
-def tflite_op_name(model, op, names) -> str:
-    code = model.operatorCodes[op.opcodeIndex]
-    return names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?")
-
-
 def conv_key(graph, op) -> str:
     """A conv op's name in both models: its weight tensor's name. (Output names do not carry
     over: a conv feeding a float graph output gets a renamed output tensor in the quantized model.)"""
@@ -60,14 +51,13 @@ def _name(tensor) -> str:
 
 def conv_geometries(model) -> list[ConvGeometry]:
     """The conv-like ops of a (float) ModelT, in execution order."""
-    from mixdeploy.tflite.inspect import tflite_schema
+    from mixdeploy.tflite.inspect import op_name, tflite_schema
 
     schema = tflite_schema()
-    names = builtin_op_names(schema)
     graph = model.subgraphs[0]
     found = []
     for op in graph.operators or []:
-        kind = tflite_op_name(model, op, names)
+        kind = op_name(model, op)
         if kind not in CONV_OPS:
             continue
         out = graph.tensors[op.outputs[0]]
@@ -162,17 +152,16 @@ def correct_biases(quantized_model: bytes, float_model: bytes, taps_by_key: dict
     """The quantized model with each conv's int32 bias corrected; and a summary of what moved."""
     from tensorflow.lite.tools import flatbuffer_utils
 
-    from mixdeploy.tflite.inspect import tflite_schema
+    from mixdeploy.tflite.inspect import op_name, tflite_schema
 
     schema = tflite_schema()
-    names = builtin_op_names(schema)
     float_obj = flatbuffer_utils.convert_bytearray_to_object(float_model)
-    float_weights = float_conv_weights(float_obj, names)
+    float_weights = float_conv_weights(float_obj)
     model = flatbuffer_utils.convert_bytearray_to_object(quantized_model)
     graph = model.subgraphs[0]
     corrected, shifts = 0, []
     for op in graph.operators or []:
-        kind = tflite_op_name(model, op, names)
+        kind = op_name(model, op)
         if kind not in CONV_OPS or len(op.inputs) < 3 or op.inputs[2] < 0:
             continue
         key = conv_key(graph, op)
@@ -196,11 +185,13 @@ def correct_biases(quantized_model: bytes, float_model: bytes, taps_by_key: dict
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), summary
 
 
-def float_conv_weights(model, names) -> dict[str, np.ndarray]:
+def float_conv_weights(model) -> dict[str, np.ndarray]:
+    from mixdeploy.tflite.inspect import op_name
+
     graph = model.subgraphs[0]
     out = {}
     for op in graph.operators or []:
-        if tflite_op_name(model, op, names) in CONV_OPS:
+        if op_name(model, op) in CONV_OPS:
             weight_t = graph.tensors[op.inputs[1]]
             data = model.buffers[weight_t.buffer].data
             if data is not None:

@@ -9,6 +9,7 @@ The flatbuffer is parsed with the schema bindings shipped in ai-edge-litert (no 
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -64,6 +65,18 @@ def _enum_names(enum_cls) -> dict[int, str]:
     return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
 
 
+@functools.lru_cache(maxsize=1)
+def builtin_op_names() -> dict[int, str]:
+    """TFLite builtin operator code -> name (CONV_2D, ...), built once."""
+    return _enum_names(tflite_schema().BuiltinOperator)
+
+
+def op_name(model, op) -> str:
+    """The builtin name of `op` in a ModelT (unpacked flatbuffer), '?' for a code this schema lacks."""
+    code = model.operatorCodes[op.opcodeIndex]
+    return builtin_op_names().get(max(code.builtinCode, code.deprecatedBuiltinCode), "?")
+
+
 def read_model(path: Path):
     schema = tflite_schema()
     data = path.read_bytes()
@@ -112,7 +125,7 @@ def inspect_tflite(path) -> TfliteInspection:
 
 def _inspect(model, path: Path, size: int) -> TfliteInspection:
     schema = tflite_schema()
-    op_names = _enum_names(schema.BuiltinOperator)
+    op_names = builtin_op_names()
     type_names = _enum_names(schema.TensorType)
 
     def op_name(opcode_index: int) -> str:

@@ -121,14 +121,13 @@ def rounded_weights(op: str, float_weights: np.ndarray, scales: np.ndarray, mome
 
 def conv_groups(model) -> dict[str, int]:
     """Output name -> groups of each CONV_2D (input channels / filter input channels)."""
-    from mixdeploy.tflite.bias_correction import builtin_op_names, tflite_op_name, conv_key
-    from mixdeploy.tflite.inspect import tflite_schema
+    from mixdeploy.tflite.bias_correction import conv_key
+    from mixdeploy.tflite.inspect import op_name
 
-    names = builtin_op_names(tflite_schema())
     graph = model.subgraphs[0]
     groups = {}
     for op in graph.operators or []:
-        if tflite_op_name(model, op, names) == "CONV_2D":
+        if op_name(model, op) == "CONV_2D":
             in_channels = int(graph.tensors[op.inputs[0]].shape[-1])
             filter_in = int(graph.tensors[op.inputs[1]].shape[-1])
             groups[conv_key(graph, op)] = max(1, in_channels // max(filter_in, 1))
@@ -140,17 +139,16 @@ def round_weights(quantized_model: bytes, float_model: bytes, moments: dict[str,
     """The quantized model with error-compensated int8 weights where a moment was measured."""
     from tensorflow.lite.tools import flatbuffer_utils
 
-    from mixdeploy.tflite.bias_correction import builtin_op_names, float_conv_weights, tflite_op_name, conv_key
-    from mixdeploy.tflite.inspect import tflite_schema
+    from mixdeploy.tflite.bias_correction import conv_key, float_conv_weights
+    from mixdeploy.tflite.inspect import op_name, tflite_schema
 
     schema = tflite_schema()
-    names = builtin_op_names(schema)
-    float_weights = float_conv_weights(flatbuffer_utils.convert_bytearray_to_object(float_model), names)
+    float_weights = float_conv_weights(flatbuffer_utils.convert_bytearray_to_object(float_model))
     model = flatbuffer_utils.convert_bytearray_to_object(quantized_model)
     graph = model.subgraphs[0]
     changed, rounded_ops = 0, 0
     for op in graph.operators or []:
-        kind = tflite_op_name(model, op, names)
+        kind = op_name(model, op)
         if kind not in CONV_OPS:
             continue
         key = conv_key(graph, op)
