@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 from mixdeploy.errors import MixdeployError
+from mixdeploy.views import dash_or
 
 MAX_SQNR_DB = 300.0  # identical logits: report a finite ceiling, JSON has no infinity
 # Count-based metrics land exactly on limits (e.g. 0.880 - 0.875 = 0.5000000000000004 points):
@@ -419,18 +420,14 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{v * 100:.2f}%"
 
 
-def _num(v: float | None, fmt: str) -> str:
-    return "-" if v is None else format(v, fmt)
-
-
 def _rows(result: ParityResult) -> list[list[str]]:
     rows = []
     for m in [result.reference, *result.backends]:
         failed = [c.threshold for c in result.checks if c.backend == m.backend and not c.passed]
         status = "reference" if m is result.reference else ("FAIL: " + ", ".join(failed) if failed else "pass")
-        rows.append([m.backend, _pct(m.top1), _pct(m.top5), _num(m.top1_drop_points, "+.2f"),
-                     _pct(m.top1_agreement), _num(m.mean_cosine, ".5f"), _num(m.max_abs_error, ".4g"),
-                     _num(m.sqnr_db, ".1f"), status])
+        rows.append([m.backend, _pct(m.top1), _pct(m.top5), dash_or(m.top1_drop_points, "+.2f"),
+                     _pct(m.top1_agreement), dash_or(m.mean_cosine, ".5f"), dash_or(m.max_abs_error, ".4g"),
+                     dash_or(m.sqnr_db, ".1f"), status])
     return rows
 
 

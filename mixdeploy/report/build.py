@@ -16,6 +16,7 @@ from mixdeploy.errors import MixdeployError
 from mixdeploy.report import plots
 from mixdeploy.report.baseline import Tolerances, compare_inputs
 from mixdeploy.report.content import Heading, Note, Paragraph, Plot, Report, Section, Table, num, txt
+from mixdeploy.views import dash_or
 from mixdeploy.report.inputs import Document, Export, Inputs
 
 TOP_OPS = 20          # op-profile bars
@@ -38,10 +39,6 @@ def ms(value: float | None) -> str:
 
 def megabytes(size: int | None) -> str:
     return "-" if size is None else f"{size / 1e6:.2f} MB"
-
-
-def plain(value, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
 
 
 def _from_dict(cls, data: dict, source: Document):
@@ -150,7 +147,7 @@ def latency_section(rows: list[LatencyRow]) -> Section:
         table_rows.append([txt(row.label), txt(row.target), txt(row.config), txt(row.lowering or "-"),
                            num(f"{row.macs / 1e6:.1f}M" if row.macs else "-"), budget,
                            num(ms(row.median_ms), key=latency_key(row)), num(ms(row.tail_ms)),
-                           num(plain(row.ms_per_gmac, ".2f"))])
+                           num(dash_or(row.ms_per_gmac, ".2f"))])
     return section.add(Table(f"Latency (MAC budget {MAC_BUDGET / 1e6:.0f}M)",
                              ["model", "target", "config", "lowering", "MACs", "budget", "median ms",
                               "p90/p95 ms", "ms/GMAC"], table_rows))
@@ -212,7 +209,7 @@ def op_profile_section(inputs: Inputs) -> Section:
                                "average ms per run", "slow path", "{:.3f}")))
         section.add(Table(f"Slowest ops: {title}", ["op", "node type", "avg ms", "%", "depthwise path"], [
             [txt(_short_op_name(r["name"])), txt(r["node_type"]), num(f"{r['avg_ms']:.3f}"),
-             num(plain(r.get("percent"), ".1f")),
+             num(dash_or(r.get("percent"), ".1f")),
              txt(_slow_text(m), flag="slow") if m else txt("")] for r, m in zip(top, marks)]))
         if not slow:
             section.add(Paragraph("No depthwise conv of this model ran off XNNPACK's fast path."))
@@ -254,10 +251,10 @@ def _parity_blocks(data: dict, index: int) -> list:
         own = sorted(t for backend, t in failed if backend == b["backend"])
         status = txt("reference") if reference else (txt("FAIL: " + ", ".join(own), flag="worse") if own else txt("pass"))
         rows.append([txt(b["backend"]), num(pct(b.get("top1"))), num(pct(b.get("top5"))),
-                     num(plain(b.get("top1_drop_points"), "+.2f")),
+                     num(dash_or(b.get("top1_drop_points"), "+.2f")),
                      num(pct(b.get("top1_agreement")), key=None if reference else agreement_key(model, b["backend"])),
-                     num(plain(b.get("mean_cosine"), ".5f")), num(plain(b.get("max_abs_error"), ".4g")),
-                     num(plain(b.get("sqnr_db"), ".1f")), num(megabytes(b.get("file_size"))), status])
+                     num(dash_or(b.get("mean_cosine"), ".5f")), num(dash_or(b.get("max_abs_error"), ".4g")),
+                     num(dash_or(b.get("sqnr_db"), ".1f")), num(megabytes(b.get("file_size"))), status])
     blocks.append(Table(f"Parity: {model}", ["backend", "top-1", "top-5", "drop (pts)", "agreement", "cosine",
                                              "max |err|", "SQNR dB", "size", "status"], rows))
     blocks += [Paragraph(f"Violation: {v['backend']}: {v['message']}") for v in data.get("violations", [])]
@@ -308,7 +305,7 @@ def _export_quick_parity(export: Export) -> list:
     if not quick.get("backends"):
         return []
     rows = [[txt(name), num(pct(b.get("top1"))), num(pct(b.get("top1_agreement"))),
-             num(plain(b.get("mean_cosine"), ".5f")), num(plain(b.get("sqnr_db"), ".1f"))]
+             num(dash_or(b.get("mean_cosine"), ".5f")), num(dash_or(b.get("sqnr_db"), ".1f"))]
             for name, b in quick["backends"].items()]
     return [Heading(f"{export.label}: the export's own check ({quick.get('images')} images of {quick.get('data')})"),
             Table(f"Export parity: {export.label}", ["file", "top-1", "agreement", "cosine", "SQNR dB"], rows)]
@@ -341,7 +338,7 @@ def blame_section(inputs: Inputs) -> Section:
         section.add(Table(f"Worst layers: {name}", ["rank", "op", "ONNX node(s)", "RMSE/scale", "max abs err"], [
             [num(str(layer["rank"])), txt(layer["op"]), txt(", ".join(layer.get("onnx_nodes") or []) or layer["tensor"]),
              num(f"{layer['rmse_over_scale']:.3f}", flag="worse" if layer["rmse_over_scale"] > 2 * ideal else None),
-             num(plain(layer.get("max_abs_error"), ".4g"))] for layer in layers[:10]]))
+             num(dash_or(layer.get("max_abs_error"), ".4g"))] for layer in layers[:10]]))
         section.add(*_fix_blocks(blame.get("fix")))
     return section
 
@@ -359,8 +356,8 @@ def _fix_blocks(fix: dict | None) -> list:
                 [txt("LiteRT latency (ms)"), num(ms(base.get("latency_ms"))),
                  num(f"{ms(cand.get('latency_ms'))} (x{fix.get('latency_ratio', float('nan')):.2f})")],
                 [txt("top-1 agreement"), num(pct(before.get("top1_agreement"))), num(pct(rerun.get("top1_agreement")))],
-                [txt("top-1 drop (points)"), num(plain(before.get("top1_drop_points"), "+.2f")),
-                 num(plain(rerun.get("top1_drop_points"), "+.2f"))],
+                [txt("top-1 drop (points)"), num(dash_or(before.get("top1_drop_points"), "+.2f")),
+                 num(dash_or(rerun.get("top1_drop_points"), "+.2f"))],
                 [txt("parity gate"), txt(""), verdict]])]
 
 
