@@ -47,17 +47,22 @@ def lowering_for(tflite_path: str | os.PathLike) -> str | None:
     return ExportFolder.beside(tflite_path).lowering
 
 
-def label_for(tflite_path: str | os.PathLike) -> str:
-    name = ExportFolder.beside(tflite_path).model_name
+def label_for(tflite_path: str | os.PathLike, folder: ExportFolder | None = None) -> str:
+    name = (folder or ExportFolder.beside(tflite_path)).model_name
     path = Path(tflite_path)
     return f"{name}/{path.name}" if name else path.name
 
 
+def export_facts(tflite_path: str | os.PathLike) -> dict:
+    """label, macs and lowering of a model from its export folder's manifest, read once."""
+    folder = ExportFolder.beside(tflite_path)
+    return {"label": label_for(tflite_path, folder), "macs": folder.macs, "lowering": folder.lowering}
+
+
 def rows_from_host(result) -> list[LatencyRow]:
-    macs, label = macs_for(result.model_path), label_for(result.model_path)
-    return [LatencyRow(label=label, path=result.model_path, target="host", config=c.label,
-                       median_ms=c.median_ms, tail_ms=c.p90_ms, macs=macs,
-                       lowering=lowering_for(result.model_path))
+    facts = export_facts(result.model_path)
+    return [LatencyRow(path=result.model_path, target="host", config=c.label,
+                       median_ms=c.median_ms, tail_ms=c.p90_ms, **facts)
             for c in result.configs]
 
 
@@ -70,10 +75,9 @@ def rows_from_phone(result) -> list[LatencyRow]:
     bench = result.benchmark
     config = f"{result.delegate} x{result.threads}" + (f" mask {result.cpu_mask}" if result.cpu_mask else "")
     p95 = bench.inference.p95_ms if bench.inference else None
-    return [LatencyRow(label=label_for(result.model_path), path=result.model_path,
+    return [LatencyRow(path=result.model_path,
                        target=phone_target(result.device.model, result.server, result.device.serial),
-                       config=config, median_ms=bench.median_ms, tail_ms=p95,
-                       macs=macs_for(result.model_path), lowering=lowering_for(result.model_path))]
+                       config=config, median_ms=bench.median_ms, tail_ms=p95, **export_facts(result.model_path))]
 
 
 def latency_table(rows: list[LatencyRow], title: str = "Latency vs MACs", failures=()):
