@@ -72,6 +72,12 @@ class ExportFolder:
     def io_dtype(self) -> str:
         return (self.manifest.get("quantization") or {}).get("io_dtype", "int8")
 
+    @property
+    def quant_recipe(self) -> str | None:
+        """The name of the int8 recipe the export used (tflite.recipe.RECIPES); None if unrecorded."""
+        recipe = (self.manifest.get("quantization") or {}).get("recipe")
+        return recipe.get("name") if isinstance(recipe, dict) else recipe
+
     def preprocessing(self):
         """The Preprocessing the models were built and calibrated with; None without a manifest."""
         from mixdeploy.preprocess import Preprocessing

@@ -255,13 +255,14 @@ def time_interleaved(baseline_tflite, candidate_tflite, runs: int = 30, warmup: 
 
 
 def reexport_keep_float(onnx_model, keep_float: list[str], calibration_nchw: np.ndarray, out_path,
-                        baseline_tflite, io_dtype: str = "int8", input_layout: str = "nhwc") -> KeepFloatResult:
+                        baseline_tflite, io_dtype: str = "int8", input_layout: str = "nhwc",
+                        recipe=None) -> KeepFloatResult:
     """Convert again with `keep_float` ONNX nodes left in float; size both models and time them together."""
     from mixdeploy.tflite.convert import convert_onnx
 
     if not keep_float:
         raise MixdeployError("--keep-float needs at least one ONNX node name (or 'auto')")
     convert_onnx(onnx_model, out_path, precision="int8", calibration=calibration_nchw, io_dtype=io_dtype,
-                 input_layout=input_layout, keep_float=keep_float)
+                 input_layout=input_layout, keep_float=keep_float, recipe=recipe)
     baseline, candidate = time_interleaved(baseline_tflite, out_path)
     return KeepFloatResult(keep_float=list(keep_float), path=Path(out_path), baseline=baseline, candidate=candidate)

@@ -257,7 +257,7 @@ class _Run:
 
         self.progress("blame: QuantizationDebugger", 0, 1)
         report = blame.blame_int8(onnx_file, calibration, self.images.images[: self.request.blame_images],
-                                  input_layout=self.folder.input_layout)
+                                  input_layout=self.folder.input_layout, recipe=self.folder.quant_recipe)
         self.progress("blame: QuantizationDebugger", 1, 1)
         return report
 
@@ -276,7 +276,8 @@ class _Run:
         out_path = out_dir / f"{Path(target).stem}{FIX_SUFFIX}"
         self.progress("fix: convert with " + ", ".join(nodes) + " in float", 0, 1)
         tradeoff = blame.reexport_keep_float(onnx_file, nodes, calibration, out_path, target,
-                                             io_dtype=self.folder.io_dtype, input_layout=self.folder.input_layout)
+                                             io_dtype=self.folder.io_dtype, input_layout=self.folder.input_layout,
+                                             recipe=self.folder.quant_recipe)
         self.progress("fix: convert with " + ", ".join(nodes) + " in float", 1, 1)
         rerun = self.parity([out_path], None)
         before = next(m for m in result.backends if m.path == str(target))

@@ -98,3 +98,25 @@ def test_table_output_ends_in_the_fix_before_the_verdict(damaged):
     assert "keep " in lines[fix_line] and "agreement" in lines[fix_line] and " ms" in lines[fix_line]
     assert "not kept" in " ".join(lines[fix_line:-1])    # no --report, no --keep-float: nothing written
     assert not list(damaged["export"].glob("*_keepfloat.tflite"))
+
+
+def test_blame_and_its_fix_use_the_exports_recipe(trained_checkpoint, tmp_path, monkeypatch):
+    """An export made with a non-default int8 recipe: blame calibrates and the fix converts with
+    that recipe (read from the manifest), so the before -> after comparison is one recipe's."""
+    from mixdeploy import blame
+    from mixdeploy.tflite import convert
+
+    export = tmp_path / "export"
+    made = run_cli("export", trained_checkpoint, "--int8", "--calib", "fashion-mnist", "--calib-count", 16,
+                   "--parity-count", 16, "--lowering", "split", "--quant-recipe", "avgminmax", "-o", export)
+    assert made.exit_code == 0, made.output
+    seen = {"blame": [], "fix": []}
+    real_get_recipe, real_convert = blame.get_recipe, convert.convert_onnx
+    monkeypatch.setattr(blame, "get_recipe", lambda r: seen["blame"].append(r) or real_get_recipe(r))
+    monkeypatch.setattr(convert, "convert_onnx",
+                        lambda *a, **k: seen["fix"].append(k.get("recipe")) or real_convert(*a, **k))
+    gated = run_cli("parity", trained_checkpoint, "--tflite", export / "model_int8.tflite", "--data", "fashion-mnist",
+                    "--limit", 32, "--calibration-count", 16, "--blame-images", 4, "--keep-float", "auto",
+                    "--report", tmp_path / "report", "--json")
+    assert gated.exit_code in (0, 1), gated.output
+    assert seen["blame"] == ["avgminmax"] and seen["fix"] == ["avgminmax"], seen
