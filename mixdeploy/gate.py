@@ -246,10 +246,10 @@ class _Run:
         from mixdeploy import data
 
         r, pre = self.request, self.loaded.preprocessing
-        if r.calibration:
-            return data.load_images(r.calibration, pre, limit=r.calibration_count, split="train").images
-        if r.data_source.lower().replace("_", "-") == "fashion-mnist":
-            return data.load_images(r.data_source, pre, limit=r.calibration_count, split="train").images
+        # Fashion-MNIST as data_index resolved it (every spelling it accepts): its train split
+        source = r.calibration or (r.data_source if self.index.kind == "fashion-mnist" else None)
+        if source:
+            return data.load_images(source, pre, limit=r.calibration_count, split="train").images
         return self.images.images[:r.calibration_count]
 
     def _blame(self, onnx_file: Path, calibration: np.ndarray):
