@@ -260,6 +260,7 @@ def _publish(out_dir: Path, staged: dict[str, Path], manifest: dict) -> dict[str
 def _export_into(staging: Path, options: ExportOptions, progress: Progress, warn) -> tuple[dict, dict]:
     from mixdeploy.flops import count_macs
     from mixdeploy.models import load_model
+    from mixdeploy.onnx import policy
     from mixdeploy.onnx.rewrite import rewrite
 
     started = time.perf_counter()
@@ -283,10 +284,8 @@ def _export_into(staging: Path, options: ExportOptions, progress: Progress, warn
     staged["onnx"], manifest["stages"]["export"] = source_onnx(loaded, staging / "model.onnx", options, warn)
 
     progress(f"rewrite ({options.lowering})", 0, 1)
-    # `auto` measures each MixConv lowering on the runtime that will run it: int8 and fp32
-    # kernels rank the lowerings differently, and the int8 model is the one users ship.
-    runtime = "int8" if "int8" in options.precisions else "fp32"
-    rewritten = rewrite(onnx.load(staged["onnx"]), lowering=options.lowering, runtime=runtime,
+    rewritten = rewrite(onnx.load(staged["onnx"]), lowering=options.lowering,
+                        runtime=policy.auto_runtime(options.precisions),
                         progress=lambda done, total, layer: progress(f"rewrite ({options.lowering})", done, total))
     opt_path = write_bytes_atomic(staging / "model.opt.onnx", rewritten.model.SerializeToString())
     staged["onnx_opt"] = opt_path

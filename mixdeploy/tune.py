@@ -534,8 +534,7 @@ def tuned_export(tuned_for: str | None, tune_file: str | None, lowering: str, pr
         return
     if lowering != "auto":
         raise MixdeployError(f"--tuned-for/--tune-file choose the lowering per layer: drop --lowering {lowering}")
-    precision = "int8" if "int8" in precisions else "fp32"   # what the pipeline's auto chooses for
-    with policy.use_tuned(load_tuned(tuned_for, tune_file, precision)) as tuned:
+    with policy.use_tuned(load_tuned(tuned_for, tune_file, policy.auto_runtime(precisions))) as tuned:
         yield tuned
 
 

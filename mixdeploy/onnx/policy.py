@@ -161,6 +161,12 @@ def _tuned_choices(specs: list[MixConvSpec], runtime: str) -> dict[str, str]:
     return chosen
 
 
+def auto_runtime(precisions) -> str:
+    """The runtime `auto` times lowerings on for an export of `precisions`: int8 and fp32 kernels
+    rank the lowerings differently, and the int8 model, when there is one, is what users ship."""
+    return "int8" if "int8" in precisions else "fp32"
+
+
 def pick_fastest(timings: dict[str, float], tolerance: float = TIE_TOLERANCE) -> str:
     best = min(timings.values())
     return next(name for name in LOWERINGS if name in timings and timings[name] <= best * (1 + tolerance))
