@@ -30,7 +30,6 @@ Writes --out/latency_224.json and latency_224.md (with nproc, CPU and load avera
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -73,28 +72,18 @@ def checkpoint_for(key: str, work: Path) -> tuple[Path, str]:
 def write_seeded_checkpoint(name: str, path: Path) -> None:
     """A mixdeploy checkpoint of `name`'s own initialisation under INIT_SEED, carrying the S 224
     checkpoint's preprocessing, so every tool loads the same weights and preprocessing by one path."""
-    import io
-
     import torch
 
-    from mixdeploy.atomic import write_bytes_atomic
-    from mixdeploy.models import create_model
-    from mixdeploy.models.sources import read_checkpoint
+    from mixdeploy.models import create_model, load_model
+    from mixdeploy.models.sources import read_checkpoint, save_checkpoint
 
     torch.manual_seed(INIT_SEED)
     module = create_model(name, num_classes=10).eval()
-    meta = read_checkpoint(S_CHECKPOINT).metadata
-    metadata = {"model": name, "num_classes": 10, "class_names": meta.get("class_names"),
-                "preprocessing": meta["preprocessing"],
-                "init": f"create_model({name!r}, num_classes=10) under torch.manual_seed({INIT_SEED}); not trained"}
-    buffer = io.BytesIO()
-    torch.save({"state_dict": module.state_dict(), "mixdeploy": metadata}, buffer)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(path, buffer.getvalue())
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    save_checkpoint(path, module, model=name, num_classes=10, preprocessing=load_model(S_CHECKPOINT).preprocessing,
+                    extra={"class_names": read_checkpoint(S_CHECKPOINT).metadata.get("class_names"),
+                           "init": f"create_model({name!r}, num_classes=10) under torch.manual_seed({INIT_SEED}); "
+                                   "not trained"})
 
 
 # --- conversions ----------------------------------------------------------------------------------
@@ -107,8 +96,10 @@ def convert_ours(checkpoint: Path, calib_count: int, out: Path) -> dict:
 def convert_peer_cached(peer: str, checkpoint: Path, calibration, calib_count: int, out: Path) -> dict:
     """{"int8": path, "seconds": s} or {"error": reason}; reused from out/<peer>.cache.json when
     it was made from the same checkpoint bytes and calibration count."""
+    from mixdeploy.manifest import sha256_file
+
     record = out / f"{peer}.cache.json"
-    key = {"checkpoint_sha256": sha256(checkpoint), "calib_count": calib_count, "input_size": SIZE}
+    key = {"checkpoint_sha256": sha256_file(checkpoint), "calib_count": calib_count, "input_size": SIZE}
     if record.is_file():
         cached = json.loads(record.read_text())
         if cached["key"] == key and ("error" in cached["result"] or Path(cached["result"]["int8"]).is_file()):
@@ -116,7 +107,7 @@ def convert_peer_cached(peer: str, checkpoint: Path, calibration, calib_count: i
             return cached["result"]
     console.log(f"{peer}: converting {checkpoint.name} at {SIZE} px ...")
     try:
-        int8 = peers_lib.convert_int8(peer, checkpoint, calibration(), out / peer, input_size=SIZE)
+        int8 = peers_lib.convert_int8(peer, checkpoint, calibration, out / peer, input_size=SIZE)
         result = {"int8": str(int8), "seconds": peers_lib.read_facts(int8)["seconds"]}
     except peers_lib.PeerError as err:  # a peer failing is a row of the table
         console.log(f"[yellow]{peer} failed:[/] {err}")
@@ -235,18 +226,14 @@ def prepare_model(key: str, args) -> dict:
     out = args.work / name
     checkpoint, weights = checkpoint_for(key, args.work)
     preprocessing = load_model(str(checkpoint)).preprocessing.with_size(SIZE)
-    calibration_cache = {}
-    def calibration():  # the images `mixdeploy export --calib fashion-mnist` calibrates on, loaded once
-        if "images" not in calibration_cache:
-            calibration_cache["images"] = data.load_images("fashion-mnist", preprocessing, limit=args.calib_count,
-                                                           split="train").images
-        return calibration_cache["images"]
+    # the images `mixdeploy export --calib fashion-mnist` calibrates on (the plain graph always needs them)
+    calibration = data.load_images("fashion-mnist", preprocessing, limit=args.calib_count, split="train").images
 
     ours = convert_ours(checkpoint, args.calib_count, out / "mixdeploy")
     peer_results = {peer: convert_peer_cached(peer, checkpoint, calibration, args.calib_count, out)
                     for peer in PEERS if peer not in args.skip}
     ours_hist = inspect_tflite(ours["int8"]).op_histogram
-    plain_hist = plain_int8_histogram(ours["onnx"], calibration(), out / "plain_int8.tflite")
+    plain_hist = plain_int8_histogram(ours["onnx"], calibration, out / "plain_int8.tflite")
     files = {OURS: ("mixdeploy", Path(ours["int8"])), OURS_FP32: ("mixdeploy", Path(ours["fp32"])),
              ORT_FP32: ("mixdeploy", Path(ours["onnx"]))}
     files.update({f"{peer} int8": (peer, Path(r["int8"])) for peer, r in peer_results.items() if "int8" in r})
@@ -371,15 +358,15 @@ def render_markdown(report: dict) -> str:
         for label in (OURS, OURS_FP32, ORT_FP32):
             one, two = lat.get(label, {}).get("1"), lat.get(label, {}).get("2")
             secs = f"{model['export_seconds']:.0f} (whole export)" if label == OURS else ""
-            lines.append(f"| {name} | {label} | {_runtime(label)} | {secs} | {_ms(one)} | {_ms(two)} | "
+            lines.append(f"| {name} | {label} | {peers.runtime_of(label)} | {secs} | {_ms(one)} | {_ms(two)} | "
                          f"{_x(ratio(s['int8_1'], one))} | {_x(ratio(s['int8_2'], two))} | {_fastest(fast, label)} |")
         for peer, row in s["peers"].items():
             version = report["peer_versions"].get(peer) or ""
             if "error" in row:
-                lines.append(f"| {name} | {peer} {version} int8 | {_runtime(peer)} | failed: {_cell(row['error'])} | | | | | |")
+                lines.append(f"| {name} | {peer} {version} int8 | {peers.runtime_of(peer)} | failed: {_cell(row['error'])} | | | | | |")
                 continue
             secs = model["peer_convert_seconds"].get(peer)
-            lines.append(f"| {name} | {peer} {version} int8 | {_runtime(peer)} | {secs:.0f} | {_ms(row['1'])} | "
+            lines.append(f"| {name} | {peer} {version} int8 | {peers.runtime_of(peer)} | {secs:.0f} | {_ms(row['1'])} | "
                          f"{_ms(row['2'])} | {_x(row['ratio_1'])} | {_x(row['ratio_2'])} | {_fastest(fast, f'{peer} int8')} |")
     lines += ["", "## Where the 1-thread int8 time goes (profile classes, single ops timed alone)", "",
               "| model | class | ops | ms | GMAC/s | ceiling GMAC/s | roofline ms |", "|---|---|---|---|---|---|---|"]
@@ -424,14 +411,6 @@ def _num(v) -> str:
 
 def _cell(text: str) -> str:
     return text.splitlines()[0][:200].replace("|", "/")
-
-
-def _runtime(label: str) -> str:
-    if label.startswith("executorch"):
-        return "executorch.runtime + XNNPACK"
-    if label.startswith("onnxruntime"):
-        return "onnxruntime CPU"
-    return "LiteRT + XNNPACK"
 
 
 def main(argv=None) -> None:

@@ -227,7 +227,7 @@ def render_markdown(report: dict) -> str:
         ratio = f"{one / ours:.2f}x" if one and ours else "-"
         secs = f"{row['convert_seconds']:.0f}" if row["convert_seconds"] else "-"
         ops = row["ops"] if row["ops"] is not None else "-"
-        lines.append(f"| {name} | {_runtime(name, row)} | {secs} | {row['file_mb']:.2f} | {ops} | "
+        lines.append(f"| {name} | {runtime_of(name)} | {secs} | {row['file_mb']:.2f} | {ops} | "
                      f"{one:.2f} | {two:.2f} | {ratio} |")
     lines += ["", "Op histograms:", ""]
     for name, row in speed["rows"].items():
@@ -237,7 +237,8 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _runtime(name: str, row: dict) -> str:
+def runtime_of(name: str) -> str:
+    """What runs a timed model, from its label."""
     if name.startswith("executorch"):
         return "executorch.runtime + XNNPACK"
     if name.startswith("onnxruntime"):
