@@ -20,9 +20,11 @@ def timings(ours_1=10.0, ours_2=5.0):
 
 
 def test_ratios_and_goals_from_the_medians_and_the_profile():
-    row = bench.summarise_model(timings(), {"whole_ms": 9.0, "roofline_ms": 6.0}, {"litert-torch": "Killed"})
+    row = bench.summarise_model(timings(), {"whole_ms": 9.0, "roofline_ms": 6.0, "data_floor_ms": 3.0},
+                                {"litert-torch": "Killed"})
     assert row["speedup_1_to_2"] == pytest.approx(2.0)
     assert row["whole_over_roofline"] == pytest.approx(1.5)          # profile's whole over its roofline
+    assert row["whole_over_floor"] == pytest.approx(1.0)             # ... over roofline + data floor
     assert row["best_peer"] == "executorch"                           # fastest peer at 1 thread, not at 2
     assert row["best_peer_ratio"] == pytest.approx(10 / 40)
     assert row["peers"]["onnx2tf"]["ratio_2"] == pytest.approx(5 / 30)

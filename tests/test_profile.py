@@ -132,16 +132,59 @@ def test_gmacs_and_roofline_are_macs_over_time(host_profile):
     assert r.roofline_ms == pytest.approx(sum(c.roofline_ms for c in r.classes))
 
 
+def test_bytes_of_ops_count_activations_not_constants(tiny_int8):
+    model = prof.read_flatbuffer(tiny_int8)
+    graph = model.subgraphs[0]
+    for op in model_ops(tiny_int8):
+        fb_op = graph.operators[op.index]
+        if op.op_name == "CONCATENATION":
+            # int8: every input and the output once, one byte per element
+            sizes = [int(np.prod(graph.tensors[i].shape)) for i in list(fb_op.inputs) + list(fb_op.outputs)]
+            assert prof.op_bytes(model, fb_op) == sum(sizes)
+        if op.op_name == "DEPTHWISE_CONV_2D":
+            # the weights and the int32 bias are constants: only the input and output count
+            x, y = (int(np.prod(graph.tensors[i].shape)) for i in (fb_op.inputs[0], fb_op.outputs[0]))
+            assert prof.op_bytes(model, fb_op) == x + y
+
+
+@pytest.fixture(scope="module")
+def wide_profile(tmp_path_factory):
+    # 4x the pixels of the tiny model: its concat takes well over 10 invoke costs (at 48 px it does not)
+    return prof.profile_host(build_tiny_tflite(tmp_path_factory.mktemp("wide") / "wide.tflite", int8=True,
+                                               size=2 * SIZE), runs=9, warmup=2)
+
+
+def test_data_floor_is_bytes_over_the_best_mac_less_rate(wide_profile):
+    r = wide_profile
+    mac_less = [op for op in r.ops if not op.macs and op.bytes and op.folded_into is None
+                and op.ms >= prof.RELIABLE_OVER_OVERHEAD * r.invoke_overhead_ms]
+    assert mac_less, "the tiny model's concat must time well over an invoke"
+    assert r.bandwidth_gbs == pytest.approx(max(op.gbs for op in mac_less))
+    for op in mac_less:
+        # no op is faster than the floor, so no op's floor exceeds its own time
+        assert op.data_floor_ms(r.bandwidth_gbs) <= op.ms * (1 + 1e-9)
+    for c in r.classes:
+        members = [op for op in r.ops if op.op_class == c.op_class]
+        assert c.data_floor_ms == pytest.approx(sum(op.bytes / (r.bandwidth_gbs * 1e6) for op in members
+                                                    if not op.macs and op.folded_into is None))
+    assert r.floor_ms == pytest.approx(r.roofline_ms + r.data_floor_ms)
+    assert r.data_floor_ms > 0
+
+
 def test_cli_json_schema_and_table(tiny_int8):
     runner = CliRunner()
     out = runner.invoke(cli, ["profile", str(tiny_int8), "--json", "--runs", "3", "--warmup", "1"])
     assert out.exit_code == 0, out.output
     payload = json.loads(out.stdout)
     assert {"model_path", "source", "threads", "whole_ms", "ops", "classes", "sum_ops_ms", "roofline_ms",
-            "sum_ops_over_whole", "whole_over_roofline", "invoke_overhead_ms", "host"} <= set(payload)
-    assert {"index", "op_name", "op_class", "name", "macs", "ms", "gmacs", "delegated"} <= set(payload["ops"][0])
-    assert {"op_class", "ops", "ms", "macs", "gmacs", "ceiling_gmacs", "ceiling_op", "roofline_ms"} <= \
-        set(payload["classes"][0])
+            "sum_ops_over_whole", "whole_over_roofline", "invoke_overhead_ms", "host", "bandwidth_gbs",
+            "data_floor_ms", "floor_ms", "whole_over_floor"} <= set(payload)
+    assert {"index", "op_name", "op_class", "name", "macs", "ms", "gmacs", "delegated", "bytes", "gbs"} <= \
+        set(payload["ops"][0])
+    assert {"op_class", "ops", "ms", "macs", "gmacs", "ceiling_gmacs", "ceiling_op", "roofline_ms",
+            "data_floor_ms"} <= set(payload["classes"][0])
+    # the 48-px model has no op without MACs that runs long enough to measure a bandwidth on
+    assert payload["bandwidth_gbs"] is None and payload["floor_ms"] is None
     assert payload["sum_ops_over_whole"] == pytest.approx(payload["sum_ops_ms"] / payload["whole_ms"])
     table = runner.invoke(cli, ["profile", str(tiny_int8), "--runs", "2", "--warmup", "0", "--top", "3"])
     assert table.exit_code == 0, table.output

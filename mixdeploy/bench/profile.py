@@ -13,7 +13,11 @@ The ceiling of a class is the best GMAC/s of a single-op model of that class tim
 run: its op with the most MACs per output pixel (the most channels) enlarged spatially to ~4M
 MACs so the call overhead vanishes, or any of its ops as it is that ran long enough to time
 (memory-bound kernels are faster on data that fits in cache): what this machine reaches there. The roofline is the sum over
-ops of MACs / ceiling of the op's class; ops without MACs add nothing to it.
+ops of MACs / ceiling of the op's class; ops without MACs add nothing to it. Those ops (swish,
+residual adds, SE gates, pads, slices, concats) only move data, so beside the roofline stands their
+data floor: the bytes each reads and writes (its activations, not its constants) over the best
+GB/s any such op reached alone in the same run, the machine's bandwidth for this work. Roofline +
+data floor is what the model would take if every op ran as fast as the best op of its kind here.
 
 A phone's op profile (`benchmark_model --enable_op_profiling`, as `bench --op-profile` runs it)
 goes into the same table (`profile_from_op_profile`), without ceilings (there is no single-op
@@ -92,10 +96,22 @@ class OpTime:
     ms: float
     delegated: bool | None = None    # host: XNNPACK ran it (False: LiteRT's builtin kernel)
     folded_into: int | None = None   # host: a PAD XNNPACK folds into this conv (timed with it)
+    bytes: int = 0                   # activation bytes it reads and writes (constants left out)
 
     @property
     def gmacs(self) -> float | None:
         return achieved_gmacs(self.macs, self.ms)
+
+    @property
+    def gbs(self) -> float | None:
+        """GB/s of an op without MACs (data moved over its time); None for MAC ops."""
+        return self.bytes / (self.ms * 1e6) if not self.macs and self.bytes and self.ms > 0 else None
+
+    def data_floor_ms(self, bandwidth_gbs: float) -> float:
+        """Its bytes at `bandwidth_gbs`: 0 for MAC ops (the roofline has them) and folded PADs."""
+        if self.macs or self.folded_into is not None:
+            return 0.0
+        return self.bytes / (bandwidth_gbs * 1e6)
 
 
 @dataclass
@@ -107,6 +123,7 @@ class ClassTime:
     ceiling_gmacs: float | None = None     # this class's single-op ceiling on this machine
     ceiling_op: str | None = None          # which op, at which size
     roofline_ms: float | None = None       # MACs / ceiling
+    data_floor_ms: float | None = None     # its MAC-less ops' bytes / the run's bandwidth
 
     @property
     def gmacs(self) -> float | None:
@@ -122,6 +139,8 @@ class ProfileResult:
     ops: list[OpTime]
     classes: list[ClassTime]
     invoke_overhead_ms: float | None = None
+    bandwidth_gbs: float | None = None     # best GB/s of a MAC-less op alone in this run
+    bandwidth_op: str | None = None        # which op
     host: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -134,21 +153,39 @@ class ProfileResult:
         parts = [c.roofline_ms for c in self.classes if c.macs]
         return None if not parts or any(p is None for p in parts) else sum(parts)
 
+    @property
+    def data_floor_ms(self) -> float | None:
+        parts = [c.data_floor_ms for c in self.classes]
+        return None if not parts or any(p is None for p in parts) else sum(parts)
+
+    @property
+    def floor_ms(self) -> float | None:
+        """Roofline + data floor: every op as fast as the best op of its kind ran here."""
+        if self.roofline_ms is None or self.data_floor_ms is None:
+            return None
+        return self.roofline_ms + self.data_floor_ms
+
     def to_dict(self) -> dict:
         d = asdict(self)
         for op, row in zip(self.ops, d["ops"]):
             row["gmacs"] = op.gmacs
+            row["gbs"] = op.gbs
         for c, row in zip(self.classes, d["classes"]):
             row["gmacs"] = c.gmacs
         d["sum_ops_ms"] = self.sum_ops_ms
         d["roofline_ms"] = self.roofline_ms
         d["sum_ops_over_whole"] = self.sum_ops_ms / self.whole_ms if self.whole_ms else None
         d["whole_over_roofline"] = self.whole_ms / self.roofline_ms if self.whole_ms and self.roofline_ms else None
+        d["data_floor_ms"] = self.data_floor_ms
+        d["floor_ms"] = self.floor_ms
+        d["whole_over_floor"] = self.whole_ms / self.floor_ms if self.whole_ms and self.floor_ms else None
         return d
 
 
-def class_times(ops: list[OpTime], ceilings: dict[str, tuple[float, str]] | None = None) -> list[ClassTime]:
-    """Ops summed per class (table order), each with its ceiling and roofline where measured."""
+def class_times(ops: list[OpTime], ceilings: dict[str, tuple[float, str]] | None = None,
+                bandwidth_gbs: float | None = None) -> list[ClassTime]:
+    """Ops summed per class (table order), each with its ceiling, roofline and data floor where
+    measured."""
     ceilings = ceilings or {}
     out = []
     for name in CLASSES:
@@ -158,7 +195,9 @@ def class_times(ops: list[OpTime], ceilings: dict[str, tuple[float, str]] | None
         macs = sum(op.macs for op in members)
         ceiling, ceiling_op = ceilings.get(name, (None, None))
         roofline = macs / (ceiling * 1e6) if macs and ceiling else (0.0 if not macs else None)
-        out.append(ClassTime(name, len(members), sum(op.ms for op in members), macs, ceiling, ceiling_op, roofline))
+        floor = sum(op.data_floor_ms(bandwidth_gbs) for op in members) if bandwidth_gbs else None
+        out.append(ClassTime(name, len(members), sum(op.ms for op in members), macs, ceiling, ceiling_op, roofline,
+                             floor))
     return out
 
 
@@ -189,6 +228,19 @@ def op_macs(model, op) -> int:
     if name == "CONV_2D":                               # weight: out, kh, kw, in per group
         return n * h * w * c_out * weight[1] * weight[2] * weight[3]
     return n * h * w * c_out * weight[1] * weight[2]     # depthwise: 1, kh, kw, channels
+
+
+_ITEM_BYTES = {"INT8": 1, "UINT8": 1, "BOOL": 1, "INT16": 2, "FLOAT16": 2, "INT32": 4, "FLOAT32": 4,
+               "INT64": 8, "FLOAT64": 8}
+
+
+def op_bytes(model, op) -> int:
+    """Bytes of the activations one op reads and writes: its non-constant inputs and its outputs."""
+    tensors = model.subgraphs[0].tensors
+    type_names = {v: k for k, v in vars(tflite_schema().TensorType).items() if isinstance(v, int)}
+    activations = [i for i in op.inputs if i >= 0 and _constant_data(model, i) is None] + list(op.outputs)
+    return sum(int(np.prod([int(s) for s in tensors[i].shape])) * _ITEM_BYTES.get(type_names[tensors[i].type], 4)
+               for i in activations)
 
 
 def single_op_model(model, index: int, scale: int = 1) -> bytes:
@@ -269,10 +321,17 @@ def folded_pad_consumer(model, index: int) -> int | None:
     return readers[0] if conv else None
 
 
-def _constant(model, tensor_index: int) -> np.ndarray | None:
+def _constant_data(model, tensor_index: int):
+    """The buffer bytes of a constant tensor, None for an activation."""
     tensor = model.subgraphs[0].tensors[tensor_index]
     data = model.buffers[tensor.buffer].data if tensor.buffer < len(model.buffers) else None
-    if data is None or not len(data):
+    return None if data is None or not len(data) else data
+
+
+def _constant(model, tensor_index: int) -> np.ndarray | None:
+    tensor = model.subgraphs[0].tensors[tensor_index]
+    data = _constant_data(model, tensor_index)
+    if data is None:
         return None
     schema = tflite_schema()
     dtype = {schema.TensorType.INT32: np.int32, schema.TensorType.INT64: np.int64}.get(tensor.type)
@@ -430,14 +489,16 @@ def profile_host(tflite_path: str | Path, threads: int = 1, runs: int = 20, warm
     overhead = per_invoke[1]
     net = [max(0.0, ms - overhead) for ms in per_invoke]
     op_times = [OpTime(op.index, op.op_name, cls, op.outputs[0] if op.outputs else "",
-                       op_macs(model, graph_ops[op.index]), ms, bool(r.delegate_nodes))
+                       op_macs(model, graph_ops[op.index]), ms, bool(r.delegate_nodes),
+                       bytes=op_bytes(model, graph_ops[op.index]))
                 for op, cls, ms, r in zip(ops, classes, net[2:2 + len(ops)], results[2:2 + len(ops)])]
     first_pair = 2 + len(ops) + len(enlarged)
     ceilings = _ceilings(op_times, enlarged, net[2 + len(ops):first_pair], overhead)
     _charge_folded_pads(op_times, folded, net[first_pair:])
+    bandwidth, bandwidth_op = _bandwidth(op_times, overhead)
     result = ProfileResult(model_path=str(tflite_path), threads=threads, whole_ms=net[0], ops=op_times,
-                           classes=class_times(op_times, ceilings), invoke_overhead_ms=overhead,
-                           host=host_info(),
+                           classes=class_times(op_times, ceilings, bandwidth), invoke_overhead_ms=overhead,
+                           bandwidth_gbs=bandwidth, bandwidth_op=bandwidth_op, host=host_info(),
                            source=f"each op alone in LiteRT/XNNPACK ({dtype}, {repeat} invokes back to back), "
                                   f"interleaved with the whole model, fastest of {runs} rounds, minus one "
                                   "invoke's cost")
@@ -483,6 +544,17 @@ def _ceilings(op_times: list[OpTime], enlarged: dict[str, tuple[int, int, int]],
         if op.gmacs and op.ms >= RELIABLE_OVER_OVERHEAD * overhead_ms and op.gmacs > best.get(op.op_class, (0, ""))[0]:
             best[op.op_class] = (op.gmacs, f"op {op.index} {op.op_name}")
     return best
+
+
+def _bandwidth(op_times: list[OpTime], overhead_ms: float) -> tuple[float | None, str | None]:
+    """The best GB/s of a MAC-less op timed alone in this run (over RELIABLE_OVER_OVERHEAD invoke
+    costs; a folded PAD's time is a difference, not a copy, so it does not count)."""
+    timed = [op for op in op_times if op.gbs and op.folded_into is None
+             and op.ms >= RELIABLE_OVER_OVERHEAD * overhead_ms]
+    if not timed:
+        return None, None
+    best = max(timed, key=lambda op: op.gbs)
+    return best.gbs, f"op {best.index} {best.op_name}"
 
 
 # --- a phone's op profile ------------------------------------------------------------------------
