@@ -10,7 +10,8 @@ technique and calibration draw the int8 model from `convert_onnx`, run by LiteRT
 table gives mean and range over draws of top-1, drop, agreement, cosine and max |error|; peer
 rows come from benchmarks/results/peers_accuracy.json (benchmarks/peers_accuracy.py) when present;
 int8 latency of the default against the first release's recipe is timed in one interleaved run.
-Writes benchmarks/results/accuracy.{json,md}.
+Writes benchmarks/results/accuracy.{json,md}: a run replaces the entries of the checkpoints it
+ran and keeps the others', so checkpoints can be measured one at a time.
 """
 
 from __future__ import annotations
@@ -115,6 +116,70 @@ def row(name: str, n: int | str, s: dict) -> str:
             f"{cell('top1_drop_points', 1.0)} | {cell('mean_cosine', 1.0, 4)} |")
 
 
+def run_checkpoint(checkpoint: Path, args, techniques: list[str], counts: list[int]) -> dict:
+    """One checkpoint's entry: every technique x calibration count x draw, and the latency ratio."""
+    work = args.work / checkpoint.stem
+    log(f"{checkpoint.name}: export + rewrite + reference on {args.images} images")
+    loaded, rewritten, evaluation = prepare(checkpoint, work, args.images)
+    entry = {"checkpoint": checkpoint.name, "model": loaded.name, "images": args.images, "draws": args.draws,
+             "reference_top1": float((evaluation.reference.argmax(1) == evaluation.labels).mean()),
+             "lowering": rewritten.report.lowering_choices, "rows": []}
+    kept_models = {}
+    for count in counts:
+        draws = [accuracy_data.calibration_images(loaded.preprocessing, d, count) for d in range(args.draws)]
+        for name in techniques:
+            runs = []
+            for d, calibration in enumerate(draws):
+                path = work / f"{name}_{count}_{d}.tflite"
+                runs.append(measure(rewritten.model, TECHNIQUES[name], calibration, evaluation, path))
+                log(f"  {name} n={count} draw {d}: agreement {runs[-1]['top1_agreement'] * 100:.2f}% "
+                    f"drop {runs[-1]['top1_drop_points']:+.2f}")
+                if d == 0 and name in ("default", "avgminmax"):
+                    kept_models[name] = path
+            entry["rows"].append({"technique": name, "recipe": TECHNIQUES[name].to_dict(),
+                                  "calibration_images": count, "runs": runs,
+                                  "summary": accuracy_data.summarize(runs)})
+    if not args.no_latency and {"default", "avgminmax"} <= set(kept_models):
+        timing = latency_ratio({k: kept_models[k] for k in ("default", "avgminmax")})
+        entry["latency_ms"] = timing
+        entry["latency_ratio_default_vs_first_release"] = {t: timing["default"][t] / timing["avgminmax"][t]
+                                                           for t in timing["default"]}
+    return entry
+
+
+def merged(previous: dict, entries: list[dict]) -> dict:
+    """The results file after this run: its entries for the checkpoints run now replaced, the other
+    checkpoints' kept (each entry says its own images and draws), in the order first measured."""
+    by_name = {e["checkpoint"]: {"images": previous.get("images"), "draws": previous.get("draws"), **e}
+               for e in previous.get("checkpoints", [])}   # files before per-entry counts had them on top
+    for entry in entries:
+        by_name[entry["checkpoint"]] = entry
+    return {"checkpoints": list(by_name.values())}
+
+
+def render(document: dict, peers_file: Path) -> str:
+    """The markdown table of every checkpoint in the results file, with the peers' rows."""
+    lines = ["# int8 accuracy at 224 px (benchmarks/accuracy.py)", "",
+             "First N Fashion-MNIST test images; calibration draws of train images; reference: PyTorch fp32 "
+             "(= timm). Cells: mean (min to max) over draws.", ""]
+    for entry in document["checkpoints"]:
+        images, draws = entry["images"], entry["draws"]
+        lines += [f"## {entry['checkpoint']} ({entry['model']}, fp32 top-1 {entry['reference_top1'] * 100:.2f}%, "
+                  f"{images} test images, {draws} draws)", "",
+                  "| technique | calibration images | draws | agreement % | int8 top-1 % | drop (points) | cosine |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [row(r["technique"], r["calibration_images"], r["summary"]) for r in entry["rows"]]
+        for peer, summary in peer_summaries(Path(entry["checkpoint"]), peers_file, images).items():
+            lines.append(row(f"peer: {peer}", 64, summary))
+        timing, ratios = entry.get("latency_ms"), entry.get("latency_ratio_default_vs_first_release")
+        if timing:
+            lines += ["", "int8 latency, one interleaved run (LiteRT/XNNPACK, median ms): " + ", ".join(
+                f"{t} thread(s): default {timing['default'][t]:.2f} vs first release {timing['avgminmax'][t]:.2f} "
+                f"(x{ratios[t]:.2f})" for t in timing["default"])]
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoints", nargs="+", type=Path, default=DEFAULT_CHECKPOINTS)
@@ -124,7 +189,8 @@ def main(argv=None):
     ap.add_argument("--techniques", default=",".join(TECHNIQUES))
     ap.add_argument("--peers", type=Path, default=RESULTS / "peers_accuracy.json")
     ap.add_argument("--work", type=Path, default=Path("/tmp/mixdeploy-accuracy"))
-    ap.add_argument("--out", type=Path, default=RESULTS / "accuracy")
+    ap.add_argument("--out", type=Path, default=RESULTS / "accuracy",
+                    help="results without extension; checkpoints already there and not run now are kept")
     ap.add_argument("--no-latency", action="store_true")
     args = ap.parse_args(argv)
 
@@ -133,53 +199,15 @@ def main(argv=None):
     if unknown:
         ap.error(f"unknown technique(s) {unknown}; choose from {', '.join(TECHNIQUES)}")
     counts = [int(c) for c in args.calib_counts.split(",")]
-    document = {"images": args.images, "draws": args.draws, "checkpoints": []}
-    lines = ["# int8 accuracy at 224 px (benchmarks/accuracy.py)", "",
-             f"{args.images} Fashion-MNIST test images; {args.draws} calibration draws of train images; "
-             "reference: PyTorch fp32 (= timm). Cells: mean (min to max) over draws.", ""]
-    for checkpoint in args.checkpoints:
-        work = args.work / checkpoint.stem
-        log(f"{checkpoint.name}: export + rewrite + reference on {args.images} images")
-        loaded, rewritten, evaluation = prepare(checkpoint, work, args.images)
-        entry = {"checkpoint": checkpoint.name, "model": loaded.name,
-                 "reference_top1": float((evaluation.reference.argmax(1) == evaluation.labels).mean()),
-                 "lowering": rewritten.report.lowering_choices, "rows": []}
-        lines += [f"## {checkpoint.name} ({loaded.name}, fp32 top-1 {entry['reference_top1'] * 100:.2f}%)", "",
-                  "| technique | calibration images | draws | agreement % | int8 top-1 % | drop (points) | cosine |",
-                  "|---|---|---|---|---|---|---|"]
-        kept_models = {}
-        for count in counts:
-            draws = [accuracy_data.calibration_images(loaded.preprocessing, d, count) for d in range(args.draws)]
-            for name in techniques:
-                runs = []
-                for d, calibration in enumerate(draws):
-                    path = work / f"{name}_{count}_{d}.tflite"
-                    runs.append(measure(rewritten.model, TECHNIQUES[name], calibration, evaluation, path))
-                    log(f"  {name} n={count} draw {d}: agreement {runs[-1]['top1_agreement'] * 100:.2f}% "
-                        f"drop {runs[-1]['top1_drop_points']:+.2f}")
-                    if d == 0 and name in ("default", "avgminmax"):
-                        kept_models[name] = path
-                summary = accuracy_data.summarize(runs)
-                entry["rows"].append({"technique": name, "recipe": TECHNIQUES[name].to_dict(),
-                                      "calibration_images": count, "runs": runs, "summary": summary})
-                lines.append(row(name, count, summary))
-        for peer, summary in peer_summaries(checkpoint, args.peers, args.images).items():
-            lines.append(row(f"peer: {peer}", 64, summary))
-        if not args.no_latency and {"default", "avgminmax"} <= set(kept_models):
-            timing = latency_ratio({k: kept_models[k] for k in ("default", "avgminmax")})
-            entry["latency_ms"] = timing
-            ratios = {t: timing["default"][t] / timing["avgminmax"][t] for t in timing["default"]}
-            entry["latency_ratio_default_vs_first_release"] = ratios
-            lines += ["", "int8 latency, one interleaved run (LiteRT/XNNPACK, median ms): " + ", ".join(
-                f"{t} thread(s): default {timing['default'][t]:.2f} vs first release {timing['avgminmax'][t]:.2f} "
-                f"(x{ratios[t]:.2f})" for t in timing["default"])]
-        lines.append("")
-        document["checkpoints"].append(entry)
-
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    entries = [run_checkpoint(checkpoint, args, techniques, counts) for checkpoint in args.checkpoints]
+    results = args.out.with_suffix(".json")
+    previous = json.loads(results.read_text()) if results.is_file() else {}
+    document = merged(previous, entries)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(document, indent=2) + "\n")
+    text = render(document, args.peers)
+    args.out.with_suffix(".md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

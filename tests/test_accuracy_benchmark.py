@@ -1,0 +1,38 @@
+"""benchmarks/accuracy.py's results file: a run replaces the checkpoints it ran and keeps the rest."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import accuracy  # noqa: E402
+
+
+def summary(agreement: float) -> dict:
+    cell = {"mean": agreement, "min": agreement, "max": agreement}
+    return {"draws": 3, "top1_agreement": cell, "top1": cell, "top1_drop_points": {"mean": 0.1, "min": 0.0, "max": 0.2},
+            "mean_cosine": {"mean": 0.99, "min": 0.98, "max": 0.995}}
+
+
+def entry(name: str, agreement: float, images: int = 2000) -> dict:
+    return {"checkpoint": name, "model": "mixnet-m", "images": images, "draws": 3, "reference_top1": 0.9,
+            "rows": [{"technique": "default", "calibration_images": 64, "summary": summary(agreement)}]}
+
+
+def test_a_run_replaces_its_checkpoints_and_keeps_the_others():
+    # a file written before entries carried their own counts: images/draws on top
+    old_s = {k: v for k, v in entry("s.pt", 0.98).items() if k not in ("images", "draws")}
+    previous = {"images": 1000, "draws": 2, "checkpoints": [old_s, entry("m.pt", 0.97)]}
+    document = accuracy.merged(previous, [entry("m.pt", 0.99), entry("tfm.pt", 0.96)])
+    names = [e["checkpoint"] for e in document["checkpoints"]]
+    assert names == ["s.pt", "m.pt", "tfm.pt"]                       # order first measured, no duplicate
+    by_name = {e["checkpoint"]: e for e in document["checkpoints"]}
+    assert by_name["m.pt"]["rows"][0]["summary"]["top1_agreement"]["mean"] == 0.99   # the new run wins
+    assert (by_name["s.pt"]["images"], by_name["s.pt"]["draws"]) == (1000, 2)        # old counts kept per entry
+
+    text = accuracy.render(document, Path("/nonexistent/peers.json"))
+    assert "## s.pt (mixnet-m, fp32 top-1 90.00%, 1000 test images, 2 draws)" in text
+    assert "| default | 64 | 3 | 99.00 (99.00 to 99.00) |" in text and "| default | 64 | 3 | 96.00" in text
+    assert text.count("## ") == 3
