@@ -50,6 +50,7 @@ TECHNIQUES: dict[str, QuantRecipe] = {
                                                 weight_rounding=True),
     "default": RECIPES["default"],
     "per-branch": RECIPES["per-branch"],   # default + concat-free MixConvs (each branch its own scale)
+    "trimmed": RECIPES["trimmed"],         # default with the top eighth of per-image extremes trimmed
 }
 
 

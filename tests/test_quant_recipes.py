@@ -43,6 +43,26 @@ def test_range_methods_order_as_documented():
     assert highs["midminmax"] == pytest.approx((highs["avgminmax"] + highs["minmax"]) / 2)
 
 
+def test_trimmed_midminmax_ignores_a_few_outlier_images():
+    observer = calibrate.RangeObserver("trimmed-midminmax")
+    rng = np.random.default_rng(1)
+    for i in range(64):
+        values = rng.uniform(-1.0, 1.0, (8, 8, 4))
+        values[0, 0, 0] = 50.0 if i < 3 else 1.0       # 3 of 64 images carry a 50x extreme
+        observer.observe(0, values)
+    low, high = observer._range(0, "trimmed-midminmax")
+    mean_max = (3 * 50.0 + 61 * 1.0) / 64
+    assert high == pytest.approx((mean_max + 1.0) / 2)   # the 8th largest max is an ordinary image's
+    assert high < 3
+    assert observer._range(0, "midminmax")[1] > 20       # midminmax goes halfway to the outlier
+    assert -1.0 <= low < -0.9
+    # with no outliers it is midminmax's neighbour: between avgminmax and minmax
+    plain = calibrate.RangeObserver("trimmed-midminmax")
+    for _ in range(16):
+        plain.observe(0, rng.standard_normal((8, 8, 4)) * rng.uniform(0.5, 2.0))
+    assert plain._range(0, "avgminmax")[1] <= plain._range(0, "trimmed-midminmax")[1] <= plain._range(0, "minmax")[1]
+
+
 def test_small_rule_applies_to_vectors_only():
     observer = calibrate.RangeObserver("avgminmax", small_method="minmax")
     observer.observe(0, np.full((1, 1, 4), 1.0))

@@ -16,7 +16,8 @@ from typing import Callable
 
 import numpy as np
 
-RANGE_METHODS = ("minmax", "percentile", "mse", "avgminmax", "midminmax")
+TRIM_FRACTION = 1 / 8   # trimmed-midminmax: the extremes of the top eighth of images are left out
+RANGE_METHODS = ("minmax", "percentile", "mse", "avgminmax", "midminmax", "trimmed-midminmax")
 CALIBRATION_BATCH = 8
 SAMPLES_PER_IMAGE = 4096      # values kept per tensor and image for the percentile / mse estimators
 # Per-channel vectors (1x1 spatial: the squeeze-excite vectors, the pooled features, the logits)
@@ -38,6 +39,9 @@ class RangeObserver:
     midminmax: halfway between avgminmax and minmax (the default: at 224 px avgminmax clips a few
         percent of the values of a typical image and minmax spends resolution on one outlier;
         measured in docs/accuracy.md).
+    trimmed-midminmax: midminmax with the global extremes trimmed: halfway between avgminmax and
+        the TRIM_FRACTION-th largest per-image max (smallest min), so a few outlier calibration
+        images no longer pull the range (docs/accuracy.md, TF-MixNet-M).
     percentile: the 0.01% / 99.99% percentiles of the values pooled over all images.
     mse: the clipping range that minimizes the int8 quantization MSE of the pooled values.
     `small_method` applies to per-channel vectors (is_channel_vector).
@@ -82,6 +86,10 @@ class RangeObserver:
         if method == "avgminmax":
             return float(np.mean(self.low[index])), float(np.mean(self.high[index]))
         if method == "midminmax":
+            return (float(np.mean(self.low[index])) + low) / 2, (float(np.mean(self.high[index])) + high) / 2
+        if method == "trimmed-midminmax":
+            rank = max(1, int(np.ceil(len(self.high[index]) * TRIM_FRACTION)))   # 8 of 64 images
+            low, high = sorted(self.low[index])[rank - 1], sorted(self.high[index])[-rank]
             return (float(np.mean(self.low[index])) + low) / 2, (float(np.mean(self.high[index])) + high) / 2
         if method == "percentile":
             pooled = np.concatenate(self.samples[index])

@@ -40,6 +40,9 @@ RECIPES: dict[str, QuantRecipe] = {
     # default + no CONCATENATION after a MixConv: its branches keep their own int8 scales up to the
     # sum of the next conv's partial convs (more ops; docs/accuracy.md, docs/rewrites.md)
     "per-branch": QuantRecipe("per-branch", concat_free=True),
+    # default with outlier calibration images trimmed from the ranges (the next default candidate:
+    # docs/accuracy.md, measured on MixNet-S/M/TF-M over 3 draws)
+    "trimmed": QuantRecipe("trimmed", "trimmed-midminmax"),
 }
 
 
