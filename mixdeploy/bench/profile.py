@@ -26,6 +26,7 @@ run on the phone).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
@@ -234,13 +235,20 @@ _ITEM_BYTES = {"INT8": 1, "UINT8": 1, "BOOL": 1, "INT16": 2, "FLOAT16": 2, "INT3
                "INT64": 8, "FLOAT64": 8}
 
 
+@functools.cache
+def _item_bytes_by_type() -> dict[int, int]:
+    """TensorType enum value -> bytes per element (4 for a type not listed), built once."""
+    from mixdeploy.tflite.inspect import _enum_names
+
+    return {value: _ITEM_BYTES.get(name, 4) for value, name in _enum_names(tflite_schema().TensorType).items()}
+
+
 def op_bytes(model, op) -> int:
     """Bytes of the activations one op reads and writes: its non-constant inputs and its outputs."""
     tensors = model.subgraphs[0].tensors
-    type_names = {v: k for k, v in vars(tflite_schema().TensorType).items() if isinstance(v, int)}
+    item_bytes = _item_bytes_by_type()
     activations = [i for i in op.inputs if i >= 0 and _constant_data(model, i) is None] + list(op.outputs)
-    return sum(int(np.prod([int(s) for s in tensors[i].shape])) * _ITEM_BYTES.get(type_names[tensors[i].type], 4)
-               for i in activations)
+    return sum(int(np.prod([int(s) for s in tensors[i].shape])) * item_bytes[tensors[i].type] for i in activations)
 
 
 def single_op_model(model, index: int, scale: int = 1) -> bytes:

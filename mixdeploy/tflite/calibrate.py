@@ -86,17 +86,22 @@ class RangeObserver:
         if method == "avgminmax":
             return float(np.mean(self.low[index])), float(np.mean(self.high[index]))
         if method == "midminmax":
-            return (float(np.mean(self.low[index])) + low) / 2, (float(np.mean(self.high[index])) + high) / 2
+            return self._halfway_to_extreme(index, rank=1)
         if method == "trimmed-midminmax":
-            rank = max(1, int(np.ceil(len(self.high[index]) * TRIM_FRACTION)))   # 8 of 64 images
-            low, high = sorted(self.low[index])[rank - 1], sorted(self.high[index])[-rank]
-            return (float(np.mean(self.low[index])) + low) / 2, (float(np.mean(self.high[index])) + high) / 2
+            return self._halfway_to_extreme(index, rank=max(1, int(np.ceil(len(self.high[index]) * TRIM_FRACTION))))
         if method == "percentile":
             pooled = np.concatenate(self.samples[index])
             return tuple(np.percentile(pooled, [100 - self.percentile, self.percentile]))
         if method == "mse":
             return mse_range(np.concatenate(self.samples[index]), low, high)
         return low, high
+
+    def _halfway_to_extreme(self, index: int, rank: int) -> tuple[float, float]:
+        """Halfway between the mean per-image min/max and the rank-th most extreme one (rank 1:
+        the global min/max, i.e. midminmax; 8 of 64 images: trimmed-midminmax)."""
+        low, high = sorted(self.low[index])[rank - 1], sorted(self.high[index])[-rank]
+        # the means over images in observation order, as avgminmax takes them
+        return (float(np.mean(self.low[index])) + low) / 2, (float(np.mean(self.high[index])) + high) / 2
 
 
 def mse_range(values: np.ndarray, low: float, high: float, steps: int = 40) -> tuple[float, float]:
