@@ -11,7 +11,8 @@ table gives mean and range over draws of top-1, drop, agreement, cosine and max 
 rows come from benchmarks/results/peers_accuracy.json (benchmarks/peers_accuracy.py) when present;
 int8 latency of the default against the first release's recipe is timed in one interleaved run.
 Writes benchmarks/results/accuracy.{json,md}: a run replaces the entries of the checkpoints it
-ran and keeps the others', so checkpoints can be measured one at a time.
+ran and keeps the others' (and, on the same images and draws, the rows of techniques not run now),
+so checkpoints and techniques can be measured one at a time.
 """
 
 from __future__ import annotations
@@ -39,18 +40,16 @@ TECHNIQUES: dict[str, QuantRecipe] = {
     "avgminmax": RECIPES["avgminmax"],     # the first release
     "minmax": RECIPES["minmax"],           # TFLite's own calibrator
     "percentile": QuantRecipe("percentile", "percentile", "percentile", bias_correction=False),
-    "midminmax": QuantRecipe("midminmax", "midminmax", "midminmax", bias_correction=False),
+    "midminmax-everywhere": QuantRecipe("midminmax-everywhere", "midminmax", "midminmax", bias_correction=False),
     "small-minmax": QuantRecipe("small-minmax", "avgminmax", "minmax", bias_correction=False),
     "bias-correction": QuantRecipe("bias-correction", "avgminmax", "avgminmax", bias_correction=True),
     "weight-rounding": QuantRecipe("weight-rounding", "avgminmax", "avgminmax", bias_correction=False,
                                    weight_rounding=True),
     "midminmax+small-minmax": QuantRecipe("midminmax+small-minmax", "midminmax", "minmax", bias_correction=False),
-    "midminmax+small-minmax+bc": QuantRecipe("midminmax+small-minmax+bc", "midminmax", "minmax"),
-    "midminmax+small-minmax+bc+wr": QuantRecipe("midminmax+small-minmax+bc+wr", "midminmax", "minmax",
-                                                weight_rounding=True),
-    "default": RECIPES["default"],
+    "midminmax": RECIPES["midminmax"],     # the previous default: midminmax + small-minmax + bias correction
+    "midminmax+wr": QuantRecipe("midminmax+wr", "midminmax", "minmax", weight_rounding=True),
+    "default": RECIPES["default"],         # trimmed-midminmax + small-minmax + bias correction
     "per-branch": RECIPES["per-branch"],   # default + concat-free MixConvs (each branch its own scale)
-    "trimmed": RECIPES["trimmed"],         # default with the top eighth of per-image extremes trimmed
 }
 
 
@@ -149,13 +148,24 @@ def run_checkpoint(checkpoint: Path, args, techniques: list[str], counts: list[i
 
 
 def merged(previous: dict, entries: list[dict]) -> dict:
-    """The results file after this run: its entries for the checkpoints run now replaced, the other
-    checkpoints' kept (each entry says its own images and draws), in the order first measured."""
+    """The results file after this run, in the order first measured. A checkpoint run now on the same
+    images and draws keeps the rows (and latency) of techniques not run now; its rows run now, or
+    all of them when the counts differ, are replaced. Other checkpoints' entries are kept as they are."""
     by_name = {e["checkpoint"]: {"images": previous.get("images"), "draws": previous.get("draws"), **e}
                for e in previous.get("checkpoints", [])}   # files before per-entry counts had them on top
     for entry in entries:
-        by_name[entry["checkpoint"]] = entry
+        by_name[entry["checkpoint"]] = with_kept_rows(by_name.get(entry["checkpoint"]), entry)
     return {"checkpoints": list(by_name.values())}
+
+
+def with_kept_rows(old: dict | None, new: dict) -> dict:
+    if not old or (old["images"], old["draws"]) != (new["images"], new["draws"]):
+        return new
+    ran = {(r["technique"], r["calibration_images"]) for r in new["rows"]}
+    kept = [r for r in old["rows"] if (r["technique"], r["calibration_images"]) not in ran]
+    latency = {k: old[k] for k in ("latency_ms", "latency_ratio_default_vs_first_release")
+               if k in old and "latency_ms" not in new}
+    return {**new, **latency, "rows": kept + new["rows"]}
 
 
 def render(document: dict, peers_file: Path) -> str:

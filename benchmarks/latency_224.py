@@ -139,7 +139,7 @@ def profile_roofline(int8: Path, runs: int) -> dict:
     result = profile_host(int8, threads=1, runs=runs)
     slowest = sorted(result.ops, key=lambda op: -op.ms)[:SLOWEST_OPS]
     return {"whole_ms": result.whole_ms, "roofline_ms": result.roofline_ms, "sum_ops_ms": result.sum_ops_ms,
-            "data_floor_ms": result.data_floor_ms, "bandwidth_gbs": result.bandwidth_gbs,
+            "data_floor_ms": result.data_floor_ms, "floor_ms": result.floor_ms, "bandwidth_gbs": result.bandwidth_gbs,
             "bandwidth_op": result.bandwidth_op, "invoke_overhead_ms": result.invoke_overhead_ms, "notes": result.notes,
             "slowest_ops": [{"index": op.index, "op": op.op_name, "class": op.op_class, "name": op.name, "ms": op.ms,
                              "xnnpack": op.delegated} for op in slowest],
@@ -175,16 +175,11 @@ def summarise_model(latency: dict[str, dict[str, float]], profile: dict, peer_er
            "roofline_ms": profile.get("roofline_ms"), "profile_whole_ms": profile.get("whole_ms"),
            "whole_over_roofline": ratio(profile.get("whole_ms"), profile.get("roofline_ms")),
            "data_floor_ms": profile.get("data_floor_ms"),
-           "whole_over_floor": ratio(profile.get("whole_ms"), _sum_or_none(profile.get("roofline_ms"),
-                                                                          profile.get("data_floor_ms"))),
+           "whole_over_floor": ratio(profile.get("whole_ms"), profile.get("floor_ms")),
            "peers": peer_rows, "best_peer": best, "best_peer_ratio": timed[best]["ratio_1"] if best else None,
            "ort_fp32_1": ort1, "ort_fp32_ratio": ratio(ours1, ort1)}
     row["goals_met"] = goals_met(row)
     return row
-
-
-def _sum_or_none(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a + b
 
 
 def goals_met(row: dict) -> dict[str, bool | None]:

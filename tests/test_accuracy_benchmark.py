@@ -1,4 +1,5 @@
-"""benchmarks/accuracy.py's results file: a run replaces the checkpoints it ran and keeps the rest."""
+"""benchmarks/accuracy.py's results file: a run replaces the checkpoints (and techniques) it ran and
+keeps the rest."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ def summary(agreement: float) -> dict:
             "mean_cosine": {"mean": 0.99, "min": 0.98, "max": 0.995}}
 
 
-def entry(name: str, agreement: float, images: int = 2000) -> dict:
+def entry(name: str, agreement: float, images: int = 2000, technique: str = "default") -> dict:
     return {"checkpoint": name, "model": "mixnet-m", "images": images, "draws": 3, "reference_top1": 0.9,
-            "rows": [{"technique": "default", "calibration_images": 64, "summary": summary(agreement)}]}
+            "rows": [{"technique": technique, "calibration_images": 64, "summary": summary(agreement)}]}
 
 
 def test_a_run_replaces_its_checkpoints_and_keeps_the_others():
@@ -36,3 +37,16 @@ def test_a_run_replaces_its_checkpoints_and_keeps_the_others():
     assert "## s.pt (mixnet-m, fp32 top-1 90.00%, 1000 test images, 2 draws)" in text
     assert "| default | 64 | 3 | 99.00 (99.00 to 99.00) |" in text and "| default | 64 | 3 | 96.00" in text
     assert text.count("## ") == 3
+
+
+def test_a_run_on_the_same_images_keeps_the_techniques_it_did_not_run():
+    old = {**entry("s.pt", 0.98), "latency_ms": {"default": {"1": 3.0}}}
+    old["rows"] += entry("s.pt", 0.95, technique="minmax")["rows"]
+    new = entry("s.pt", 0.99)                                     # only `default` run now, no latency
+    kept = accuracy.merged({"checkpoints": [old]}, [new])["checkpoints"][0]
+    by_technique = {r["technique"]: r["summary"]["top1_agreement"]["mean"] for r in kept["rows"]}
+    assert by_technique == {"minmax": 0.95, "default": 0.99}     # default replaced, minmax kept
+    assert kept["latency_ms"] == {"default": {"1": 3.0}}          # nothing timed now: the old timing stays
+    # on other images the old rows measured something else: the entry is replaced whole
+    fewer = accuracy.merged({"checkpoints": [old]}, [entry("s.pt", 0.99, images=500)])["checkpoints"][0]
+    assert [r["technique"] for r in fewer["rows"]] == ["default"] and "latency_ms" not in fewer

@@ -20,7 +20,8 @@ def timings(ours_1=10.0, ours_2=5.0):
 
 
 def test_ratios_and_goals_from_the_medians_and_the_profile():
-    row = bench.summarise_model(timings(), {"whole_ms": 9.0, "roofline_ms": 6.0, "data_floor_ms": 3.0},
+    row = bench.summarise_model(timings(), {"whole_ms": 9.0, "roofline_ms": 6.0, "data_floor_ms": 3.0,
+                                             "floor_ms": 9.0},
                                 {"litert-torch": "Killed"})
     assert row["speedup_1_to_2"] == pytest.approx(2.0)
     assert row["whole_over_roofline"] == pytest.approx(1.5)          # profile's whole over its roofline

@@ -36,12 +36,11 @@ class RangeObserver:
 
     minmax: global min/max over all images (what TFLite's calibrator records).
     avgminmax: mean over images of each image's min/max.
-    midminmax: halfway between avgminmax and minmax (the default: at 224 px avgminmax clips a few
-        percent of the values of a typical image and minmax spends resolution on one outlier;
-        measured in docs/accuracy.md).
-    trimmed-midminmax: midminmax with the global extremes trimmed: halfway between avgminmax and
-        the TRIM_FRACTION-th largest per-image max (smallest min), so a few outlier calibration
-        images no longer pull the range (docs/accuracy.md, TF-MixNet-M).
+    midminmax: halfway between avgminmax and minmax (at 224 px avgminmax clips a few percent of
+        the values of a typical image and minmax spends resolution on one outlier).
+    trimmed-midminmax: midminmax with the global extremes trimmed (the default): halfway between
+        avgminmax and the TRIM_FRACTION-th largest per-image max (smallest min), so a few outlier
+        calibration images no longer pull the range (measured in docs/accuracy.md).
     percentile: the 0.01% / 99.99% percentiles of the values pooled over all images.
     mse: the clipping range that minimizes the int8 quantization MSE of the pooled values.
     `small_method` applies to per-channel vectors (is_channel_vector).
