@@ -177,7 +177,9 @@ class _Run:
         # loads only the few that blame and the fix need.
         self.images = None if request.ray_address else index.load(loaded.preprocessing)
 
-    def parity(self, tflite_paths, onnx_path) -> parity.ParityResult:
+    def parity(self, tflite_paths, onnx_path, reference: parity.BackendRun | None = None) -> parity.ParityResult:
+        """reference: the first run's reference logits, reused by a local run (a Ray run computes
+        them on the cluster again: this process holds only the few images blame needs)."""
         r = self.request
         if r.ray_address:
             from mixdeploy.parity_ray import run_parity_ray
@@ -187,7 +189,7 @@ class _Run:
                                   num_threads=r.threads)
         return parity.run_parity(self.loaded, tflite_paths, onnx_path=onnx_path, images=self.images,
                                  thresholds=r.thresholds, progress=self.progress, batch_size=r.batch_size,
-                                 num_threads=r.threads, tflite_runner=self.tflite_runner)
+                                 num_threads=r.threads, tflite_runner=self.tflite_runner, reference=reference)
 
     def gate(self, workdir: Path) -> GateOutcome:
         r = self.request
@@ -279,7 +281,7 @@ class _Run:
                                              io_dtype=self.folder.io_dtype, input_layout=self.folder.input_layout,
                                              recipe=self.folder.quant_recipe)
         self.progress("fix: convert with " + ", ".join(nodes) + " in float", 1, 1)
-        rerun = self.parity([out_path], None)
+        rerun = self.parity([out_path], None, reference=result.reference_run)
         before = next(m for m in result.backends if m.path == str(target))
         return VerifiedFix(keep_float=nodes, target=str(target), path=out_path, kept=kept, before=before,
                            after=rerun.backends[0], checks=rerun.checks, baseline=tradeoff.baseline,

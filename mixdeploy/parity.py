@@ -116,6 +116,9 @@ class ParityResult:
     preprocessing: dict | None = None
     blame: dict | None = None                 # filled by the CLI when --blame ran
     cluster: dict | None = None               # Ray run facts (nodes, CPUs, wall time, images/s); None locally
+    # the reference's logits, so that a second run on the same images (the gate's verified fix)
+    # does not compute them again; not part of the report
+    reference_run: BackendRun | None = field(default=None, repr=False, compare=False)
 
     @property
     def passed(self) -> bool:
@@ -381,16 +384,18 @@ def score(model, runs: list[BackendRun], labels, class_names, data: str, thresho
         checks.extend(check_thresholds(metrics, thresholds))
     return ParityResult(model=getattr(model, "name", type(model).__name__), data=data, images=len(ref_logits),
                         reference=reference, backends=backends, thresholds=thresholds, checks=checks,
-                        preprocessing=preprocessing)
+                        preprocessing=preprocessing, reference_run=reference_run)
 
 
 def run_backends(model, tflite_paths=(), onnx_path=None, images=None, progress: ProgressFn | None = None,
-                 batch_size: int = 64, num_threads=None, tflite_runner=None) -> list[BackendRun]:
+                 batch_size: int = 64, num_threads=None, tflite_runner=None,
+                 reference: BackendRun | None = None) -> list[BackendRun]:
     """Logits of PyTorch (first), the optional ONNX and each TFLite model on `images` (NCHW float32).
 
+    reference: the reference's run on these same images, reused instead of run again.
     A runner with a `vs_host_litert` dict after its run (the ARM64 twin's) passes it on."""
-    runs = []
-    for runner, path in backend_runners(model, tflite_paths, onnx_path, num_threads, tflite_runner):
+    runs = [reference] if reference is not None else []
+    for runner, path in backend_runners(model, tflite_paths, onnx_path, num_threads, tflite_runner)[len(runs):]:
         logits, seconds = _timed_run(runner, images, batch_size, progress)
         runs.append(BackendRun(runner.name, logits, seconds, None if path is None else str(path),
                                vs_host_litert=getattr(runner, "vs_host_litert", None)))
@@ -399,16 +404,19 @@ def run_backends(model, tflite_paths=(), onnx_path=None, images=None, progress: 
 
 def run_parity(model, tflite_paths=(), onnx_path=None, images=None, thresholds: Thresholds | None = None,
                progress: ProgressFn | None = None, batch_size: int = 64, num_threads: int | None = None,
-               tflite_runner: Callable | None = None) -> ParityResult:
+               tflite_runner: Callable | None = None, reference: BackendRun | None = None) -> ParityResult:
     """Run PyTorch (reference), optional ONNX and each TFLite model on `images` (an ImageSet); gate.
 
     model: a LoadedModel (mixdeploy.models.load_model) or anything with `.module`/`.name`.
     tflite_runner: see backend_runners (`parity --backend arm64`: the ARM64 twin).
+    reference: an earlier result's `reference_run` on the same images (not run again).
     """
     if images is None or len(images) == 0:
         raise MixdeployError("parity needs images; pass --data fashion-mnist, an image folder or a .npy")
+    if reference is not None and len(reference.logits) != len(images):
+        raise ValueError(f"the reference run has {len(reference.logits)} images, not {len(images)}")
     runs = run_backends(model, tflite_paths, onnx_path, images.images, progress, batch_size, num_threads,
-                        tflite_runner)
+                        tflite_runner, reference)
     return score(model, runs, images.labels, images.class_names, images.source, thresholds,
                  model.preprocessing.to_dict() if hasattr(model, "preprocessing") else None)
 

@@ -87,7 +87,11 @@ def test_the_fix_agreement_is_what_an_independent_parity_run_of_the_fixed_file_g
     assert backend["top1_drop_points"] == fix["after"]["top1_drop_points"]
 
 
-def test_table_output_ends_in_the_fix_before_the_verdict(damaged):
+def test_table_output_ends_in_the_fix_before_the_verdict(damaged, monkeypatch):
+    from mixdeploy import parity
+
+    ran, real_timed_run = [], parity._timed_run
+    monkeypatch.setattr(parity, "_timed_run", lambda runner, *a: ran.append(runner.name) or real_timed_run(runner, *a))
     gated = run_cli("parity", damaged["checkpoint"], "--tflite", damaged["export"] / "model_int8.tflite",
                     "--data", "fashion-mnist", "--limit", 50, "--calibration-count", 16, "--blame-images", 4,
                     "--no-progress", *GATE)
@@ -98,6 +102,8 @@ def test_table_output_ends_in_the_fix_before_the_verdict(damaged):
     assert "keep " in lines[fix_line] and "agreement" in lines[fix_line] and " ms" in lines[fix_line]
     assert "not kept" in " ".join(lines[fix_line:-1])    # no --report, no --keep-float: nothing written
     assert not list(damaged["export"].glob("*_keepfloat.tflite"))
+    # the fix is checked against the first run's PyTorch logits: the reference ran once, each model once
+    assert len(ran) == 3 and len(set(ran)) == 3, ran
 
 
 def test_blame_and_its_fix_use_the_exports_recipe(trained_checkpoint, tmp_path, monkeypatch):
