@@ -165,7 +165,10 @@ def with_kept_rows(old: dict | None, new: dict) -> dict:
     kept = [r for r in old["rows"] if (r["technique"], r["calibration_images"]) not in ran]
     latency = {k: old[k] for k in ("latency_ms", "latency_ratio_default_vs_first_release")
                if k in old and "latency_ms" not in new}
-    return {**new, **latency, "rows": kept + new["rows"]}
+    order = list(TECHNIQUES)   # the table lists techniques as TECHNIQUES does, however they were run
+    rows = sorted(kept + new["rows"], key=lambda r: (r["calibration_images"], order.index(r["technique"])
+                                                     if r["technique"] in order else len(order)))
+    return {**new, **latency, "rows": rows}
 
 
 def render(document: dict, peers_file: Path) -> str:

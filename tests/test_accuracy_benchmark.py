@@ -41,11 +41,13 @@ def test_a_run_replaces_its_checkpoints_and_keeps_the_others():
 
 def test_a_run_on_the_same_images_keeps_the_techniques_it_did_not_run():
     old = {**entry("s.pt", 0.98), "latency_ms": {"default": {"1": 3.0}}}
-    old["rows"] += entry("s.pt", 0.95, technique="minmax")["rows"]
-    new = entry("s.pt", 0.99)                                     # only `default` run now, no latency
+    old["rows"] = old["rows"] + entry("s.pt", 0.95, technique="minmax")["rows"]   # default first, then minmax
+    new = entry("s.pt", 0.99)                                     # default and avgminmax run now, no latency
+    new["rows"] = new["rows"] + entry("s.pt", 0.97, technique="avgminmax")["rows"]
     kept = accuracy.merged({"checkpoints": [old]}, [new])["checkpoints"][0]
     by_technique = {r["technique"]: r["summary"]["top1_agreement"]["mean"] for r in kept["rows"]}
-    assert by_technique == {"minmax": 0.95, "default": 0.99}     # default replaced, minmax kept
+    assert by_technique == {"avgminmax": 0.97, "minmax": 0.95, "default": 0.99}   # default replaced, minmax kept
+    assert list(by_technique) == ["avgminmax", "minmax", "default"]  # in TECHNIQUES' order, not run order
     assert kept["latency_ms"] == {"default": {"1": 3.0}}          # nothing timed now: the old timing stays
     # on other images the old rows measured something else: the entry is replaced whole
     fewer = accuracy.merged({"checkpoints": [old]}, [entry("s.pt", 0.99, images=500)])["checkpoints"][0]
