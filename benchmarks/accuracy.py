@@ -149,8 +149,8 @@ def run_checkpoint(checkpoint: Path, args, techniques: list[str], counts: list[i
 
 def merged(previous: dict, entries: list[dict]) -> dict:
     """The results file after this run, in the order first measured. A checkpoint run now on the same
-    images and draws keeps the rows (and latency) of techniques not run now; its rows run now, or
-    all of them when the counts differ, are replaced. Other checkpoints' entries are kept as they are."""
+    images and draws keeps the rows of techniques not run now (and the latency, unless default or
+    avgminmax ran again); its rows run now, or all of them when the counts differ, are replaced. Other checkpoints' entries are kept as they are."""
     by_name = {e["checkpoint"]: {"images": previous.get("images"), "draws": previous.get("draws"), **e}
                for e in previous.get("checkpoints", [])}   # files before per-entry counts had them on top
     for entry in entries:
@@ -163,8 +163,10 @@ def with_kept_rows(old: dict | None, new: dict) -> dict:
         return new
     ran = {(r["technique"], r["calibration_images"]) for r in new["rows"]}
     kept = [r for r in old["rows"] if (r["technique"], r["calibration_images"]) not in ran]
-    latency = {k: old[k] for k in ("latency_ms", "latency_ratio_default_vs_first_release")
-               if k in old and "latency_ms" not in new}
+    # the timing compares default's and avgminmax's models: it stays only while neither was run again
+    retimed = "latency_ms" in new or {"default", "avgminmax"} & {technique for technique, _ in ran}
+    latency = {} if retimed else {k: old[k] for k in ("latency_ms", "latency_ratio_default_vs_first_release")
+                                  if k in old}
     order = list(TECHNIQUES)   # the table lists techniques as TECHNIQUES does, however they were run
     rows = sorted(kept + new["rows"], key=lambda r: (r["calibration_images"], order.index(r["technique"])
                                                      if r["technique"] in order else len(order)))

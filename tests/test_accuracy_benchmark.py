@@ -48,7 +48,10 @@ def test_a_run_on_the_same_images_keeps_the_techniques_it_did_not_run():
     by_technique = {r["technique"]: r["summary"]["top1_agreement"]["mean"] for r in kept["rows"]}
     assert by_technique == {"avgminmax": 0.97, "minmax": 0.95, "default": 0.99}   # default replaced, minmax kept
     assert list(by_technique) == ["avgminmax", "minmax", "default"]  # in TECHNIQUES' order, not run order
-    assert kept["latency_ms"] == {"default": {"1": 3.0}}          # nothing timed now: the old timing stays
+    assert "latency_ms" not in kept                               # default ran again: the old timing is stale
+    minmax_only = entry("s.pt", 0.96, technique="minmax")
+    assert accuracy.merged({"checkpoints": [old]}, [minmax_only])["checkpoints"][0]["latency_ms"] == \
+        {"default": {"1": 3.0}}                                   # neither timed model ran again: it stays
     # on other images the old rows measured something else: the entry is replaced whole
     fewer = accuracy.merged({"checkpoints": [old]}, [entry("s.pt", 0.99, images=500)])["checkpoints"][0]
     assert [r["technique"] for r in fewer["rows"]] == ["default"] and "latency_ms" not in fewer
