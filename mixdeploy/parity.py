@@ -344,11 +344,19 @@ def backend_runners(model, tflite_paths=(), onnx_path=None, num_threads=None, tf
     """
     from mixdeploy import runtimes
 
-    threads = num_threads if isinstance(num_threads, dict) else dict.fromkeys(("torch", "onnx", "tflite"), num_threads)
+    threads = _thread_counts(num_threads)
     # the PyTorch module; for an ONNX source (no module) onnxruntime on the user's original file
     reference = runtimes.make_runner(model.module, num_threads=threads["torch"]) if model.module is not None \
         else runtimes.make_runner(model, num_threads=threads["onnx"])
-    runners = [(reference, None)]
+    return [(reference, None), *candidate_runners(tflite_paths, onnx_path, num_threads, tflite_runner)]
+
+
+def candidate_runners(tflite_paths=(), onnx_path=None, num_threads=None, tflite_runner=None) -> list[tuple]:
+    """backend_runners without the reference: (runner, path) for the ONNX and each TFLite model."""
+    from mixdeploy import runtimes
+
+    threads = _thread_counts(num_threads)
+    runners = []
     if onnx_path is not None:
         runners.append((runtimes.OnnxRunner(onnx_path, name=f"onnx:{Path(str(onnx_path)).name}",
                                             num_threads=threads["onnx"]), onnx_path))
@@ -357,6 +365,10 @@ def backend_runners(model, tflite_paths=(), onnx_path=None, num_threads=None, tf
             runtimes.TfliteRunner(path, name=f"tflite:{Path(path).name}", num_threads=threads["tflite"])
         runners.append((runner, path))
     return runners
+
+
+def _thread_counts(num_threads) -> dict:
+    return num_threads if isinstance(num_threads, dict) else dict.fromkeys(("torch", "onnx", "tflite"), num_threads)
 
 
 def score(model, runs: list[BackendRun], labels, class_names, data: str, thresholds: Thresholds | None = None,
@@ -394,8 +406,11 @@ def run_backends(model, tflite_paths=(), onnx_path=None, images=None, progress: 
 
     reference: the reference's run on these same images, reused instead of run again.
     A runner with a `vs_host_litert` dict after its run (the ARM64 twin's) passes it on."""
-    runs = [reference] if reference is not None else []
-    for runner, path in backend_runners(model, tflite_paths, onnx_path, num_threads, tflite_runner)[len(runs):]:
+    if reference is None:
+        runs, runners = [], backend_runners(model, tflite_paths, onnx_path, num_threads, tflite_runner)
+    else:   # the reference's runner is not even built (for an ONNX source it is an onnxruntime session)
+        runs, runners = [reference], candidate_runners(tflite_paths, onnx_path, num_threads, tflite_runner)
+    for runner, path in runners:
         logits, seconds = _timed_run(runner, images, batch_size, progress)
         runs.append(BackendRun(runner.name, logits, seconds, None if path is None else str(path),
                                vs_host_litert=getattr(runner, "vs_host_litert", None)))

@@ -238,9 +238,9 @@ _ITEM_BYTES = {"INT8": 1, "UINT8": 1, "BOOL": 1, "INT16": 2, "FLOAT16": 2, "INT3
 @functools.cache
 def _item_bytes_by_type() -> dict[int, int]:
     """TensorType enum value -> bytes per element (4 for a type not listed), built once."""
-    from mixdeploy.tflite.inspect import _enum_names
+    from mixdeploy.tflite.inspect import tensor_type_names
 
-    return {value: _ITEM_BYTES.get(name, 4) for value, name in _enum_names(tflite_schema().TensorType).items()}
+    return {value: _ITEM_BYTES.get(name, 4) for value, name in tensor_type_names().items()}
 
 
 def op_bytes(model, op) -> int:

@@ -71,6 +71,12 @@ def builtin_op_names() -> dict[int, str]:
     return _enum_names(tflite_schema().BuiltinOperator)
 
 
+@functools.lru_cache(maxsize=1)
+def tensor_type_names() -> dict[int, str]:
+    """TFLite TensorType value -> name (INT8, FLOAT32, ...), built once."""
+    return _enum_names(tflite_schema().TensorType)
+
+
 def op_name(model, op) -> str:
     """The builtin name of `op` in a ModelT (unpacked flatbuffer), '?' for a code this schema lacks."""
     code = model.operatorCodes[op.opcodeIndex]
@@ -126,7 +132,7 @@ def inspect_tflite(path) -> TfliteInspection:
 def _inspect(model, path: Path, size: int) -> TfliteInspection:
     schema = tflite_schema()
     op_names = builtin_op_names()
-    type_names = _enum_names(schema.TensorType)
+    type_names = tensor_type_names()
 
     def op_name(opcode_index: int) -> str:
         code = model.operatorCodes[opcode_index]
