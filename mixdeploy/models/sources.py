@@ -446,11 +446,26 @@ def _read_torch(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a truncated/foreign file
-        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        reason = _torch_load_reason(err)
         raise MixdeployError(
             f"cannot read {path} as a PyTorch checkpoint ({reason}). The file is corrupt, truncated or "
             f"not a torch.save() file; re-download or re-save it. Only tensors/dicts load "
             f"(weights_only=True): re-save pickled objects with torch.save(model.state_dict(), path).") from err
+
+
+def _torch_load_reason(err: Exception) -> str:
+    """The line of torch.load's error that says what was wrong with the bytes.
+
+    A weights-only load that fails opens with a paragraph suggesting weights_only=False (arbitrary code
+    execution, and no help for a corrupt file); the unpickler's own complaint comes after it."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            said = line.split("WeightsUnpickler error:", 1)[1].strip() or (lines[i + 1] if i + 1 < len(lines) else "")
+            return f"unpickler: {said}"[:200]
+    return lines[0][:200]
 
 
 def _read_safetensors(path: Path):
