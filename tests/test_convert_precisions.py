@@ -155,3 +155,28 @@ def test_keep_float_reaches_the_op_that_produces_the_graph_output():
     assert "FLOAT32" in inspection.tensor_dtypes
     assert inspection.outputs[0]["dtype"] == "float32"
     assert result.op_histogram.get("DEQUANTIZE", 0) >= 1
+
+
+def test_fp32_then_int8_of_one_graph_traces_once_and_builds_the_same_models(monkeypatch, tmp_path):
+    """The export converts one graph to fp32 and then int8: the second call reuses the trace and the
+    float flatbuffer, and what it writes is byte for byte what a conversion from scratch writes."""
+    import mixdeploy.tflite.convert as convert
+    import mixdeploy.tflite.graph as graph
+
+    model, images = wide_conv_graph(), calibration()
+    fresh_fp32 = convert_onnx(model, tmp_path / "fresh_fp32.tflite").sha256
+    convert._last_traced.clear()
+    fresh_int8 = convert_onnx(model, tmp_path / "fresh_int8.tflite", precision="int8", calibration=images).sha256
+    traces = []
+    real_trace = graph.trace_onnx
+    monkeypatch.setattr(graph, "trace_onnx", lambda *a, **k: traces.append(1) or real_trace(*a, **k))
+    convert._last_traced.clear()
+    assert convert_onnx(model, tmp_path / "fp32.tflite").sha256 == fresh_fp32
+    assert convert_onnx(model, tmp_path / "int8.tflite", precision="int8", calibration=images).sha256 == fresh_int8
+    assert len(traces) == 1
+    # another graph (or layout) is traced anew, not served the kept one
+    other = wide_conv_graph(channels=40)
+    convert_onnx(other, tmp_path / "other.tflite")
+    convert_onnx(model, tmp_path / "nchw.tflite", input_layout="nchw")
+    assert len(traces) == 3
+    assert inspect_tflite(tmp_path / "other.tflite").outputs[0]["shape"][-1] == 40
