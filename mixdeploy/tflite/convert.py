@@ -158,9 +158,8 @@ def _traced(model: onnx.ModelProto, input_layout: str):
     return _last_traced["traced"]
 
 
-def _float_flatbuffer(traced, new_converter) -> bytes:
-    if _last_traced.get("traced") is not traced:   # not the kept trace: nothing to keep it with
-        return new_converter().convert()
+def _float_flatbuffer(new_converter) -> bytes:
+    """TF's float conversion of the kept trace (convert_onnx's, from _traced), made once."""
     if "float" not in _last_traced:
         _last_traced["float"] = new_converter().convert()
     return _last_traced["float"]
@@ -175,7 +174,7 @@ def run_converter(traced, precision, calibration, io_dtype, input_layout, progre
     notes: list[str] = []
     try:
         if precision in ("fp32", "int8"):
-            float_model = _float_flatbuffer(traced, new_converter)
+            float_model = _float_flatbuffer(new_converter)
             if precision == "fp32":
                 return float_model, notes
             return convert_int8(float_model, traced, calibration, io_dtype, input_layout,
