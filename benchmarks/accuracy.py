@@ -40,6 +40,8 @@ TECHNIQUES: dict[str, QuantRecipe] = {
     "avgminmax": RECIPES["avgminmax"],     # the first release
     "minmax": RECIPES["minmax"],           # TFLite's own calibrator
     "percentile": QuantRecipe("percentile", "percentile", "percentile", bias_correction=False),
+    # the clip range of least int8 quantization MSE per tensor (vectors minmax, bias correction)
+    "mse": QuantRecipe("mse", "mse", "minmax"),
     "midminmax-everywhere": QuantRecipe("midminmax-everywhere", "midminmax", "midminmax", bias_correction=False),
     "small-minmax": QuantRecipe("small-minmax", "avgminmax", "minmax", bias_correction=False),
     "bias-correction": QuantRecipe("bias-correction", "avgminmax", "avgminmax", bias_correction=True),
@@ -51,6 +53,12 @@ TECHNIQUES: dict[str, QuantRecipe] = {
     "default": RECIPES["default"],         # trimmed-midminmax + small-minmax + bias correction
     "per-branch": RECIPES["per-branch"],   # default + concat-free MixConvs (each branch its own scale)
 }
+# Rows of other precisions, beside the int8 techniques: what keeping the activations out of int8
+# buys, and its price, timed against `default`: 16-bit activations (LiteRT's reference int16
+# kernels; XNNPACK has none) and dynamic range (int8 weights, float activations; no calibration,
+# so its draws are identical).
+OTHER_PRECISIONS = ("int16x8", "dynamic")
+TIMED = ("default", "avgminmax", *OTHER_PRECISIONS)   # the models of draw 0 timed in one interleaved run
 
 
 def log(message: str) -> None:
@@ -72,22 +80,25 @@ def prepare(checkpoint: Path, work: Path, images: int):
     return loaded, rewritten, accuracy_data.eval_set(loaded, images)
 
 
-def measure(model, recipe: QuantRecipe, calibration, evaluation, path: Path) -> dict:
+def measure(model, technique: str, calibration, evaluation, path: Path) -> dict:
     from mixdeploy import runtimes
     from mixdeploy.tflite.convert import convert_onnx
 
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        convert_onnx(model, path, precision="int8", calibration=calibration, recipe=recipe)
+        if technique in OTHER_PRECISIONS:
+            convert_onnx(model, path, precision=technique, calibration=calibration)
+        else:
+            convert_onnx(model, path, precision="int8", calibration=calibration, recipe=TECHNIQUES[technique])
     seconds = time.perf_counter() - started
     logits = runtimes.TfliteRunner(path).run(evaluation.images, batch_size=50)
-    metrics = accuracy_data.metrics(evaluation, logits, recipe.name)
+    metrics = accuracy_data.metrics(evaluation, logits, technique)
     return {**accuracy_data.row_metrics(metrics), "convert_seconds": seconds}
 
 
 def latency_ratio(paths: dict[str, Path]) -> dict:
-    """int8 latency of each model in one interleaved run (median ms, 1 and 2 threads)."""
+    """Latency of each model in one interleaved run (median ms, 1 and 2 threads)."""
     from mixdeploy.bench.host import bench_models
 
     return bench_models({name: str(p) for name, p in paths.items()}, threads=(1, 2), runs=30, warmup=5)
@@ -131,20 +142,28 @@ def run_checkpoint(checkpoint: Path, args, techniques: list[str], counts: list[i
             runs = []
             for d, calibration in enumerate(draws):
                 path = work / f"{name}_{count}_{d}.tflite"
-                runs.append(measure(rewritten.model, TECHNIQUES[name], calibration, evaluation, path))
+                runs.append(measure(rewritten.model, name, calibration, evaluation, path))
                 log(f"  {name} n={count} draw {d}: agreement {runs[-1]['top1_agreement'] * 100:.2f}% "
                     f"drop {runs[-1]['top1_drop_points']:+.2f}")
-                if d == 0 and name in ("default", "avgminmax"):
+                if d == 0 and name in TIMED:
                     kept_models[name] = path
-            entry["rows"].append({"technique": name, "recipe": TECHNIQUES[name].to_dict(),
+            recipe = TECHNIQUES.get(name)
+            entry["rows"].append({"technique": name, "precision": name if recipe is None else "int8",
+                                  "recipe": recipe.to_dict() if recipe else None,
                                   "calibration_images": count, "runs": runs,
                                   "summary": accuracy_data.summarize(runs)})
     if not args.no_latency and {"default", "avgminmax"} <= set(kept_models):
-        timing = latency_ratio({k: kept_models[k] for k in ("default", "avgminmax")})
+        timing = latency_ratio(kept_models)
         entry["latency_ms"] = timing
-        entry["latency_ratio_default_vs_first_release"] = {t: timing["default"][t] / timing["avgminmax"][t]
-                                                           for t in timing["default"]}
+        entry["latency_ratio_default_vs_first_release"] = ratios(timing, "default", "avgminmax")
+        for precision in OTHER_PRECISIONS:
+            if precision in timing:
+                entry[f"latency_ratio_{precision}_vs_default"] = ratios(timing, precision, "default")
     return entry
+
+
+def ratios(timing: dict, model: str, baseline: str) -> dict:
+    return {threads: timing[model][threads] / timing[baseline][threads] for threads in timing[baseline]}
 
 
 def merged(previous: dict, entries: list[dict]) -> dict:
@@ -163,11 +182,10 @@ def with_kept_rows(old: dict | None, new: dict) -> dict:
         return new
     ran = {(r["technique"], r["calibration_images"]) for r in new["rows"]}
     kept = [r for r in old["rows"] if (r["technique"], r["calibration_images"]) not in ran]
-    # the timing compares default's and avgminmax's models: it stays only while neither was run again
-    retimed = "latency_ms" in new or {"default", "avgminmax"} & {technique for technique, _ in ran}
-    latency = {} if retimed else {k: old[k] for k in ("latency_ms", "latency_ratio_default_vs_first_release")
-                                  if k in old}
-    order = list(TECHNIQUES)   # the table lists techniques as TECHNIQUES does, however they were run
+    # the timing compares the models of TIMED: it stays only while none of them was run again
+    retimed = "latency_ms" in new or set(TIMED) & {technique for technique, _ in ran}
+    latency = {} if retimed else {k: v for k, v in old.items() if k.startswith("latency_")}
+    order = [*TECHNIQUES, *OTHER_PRECISIONS]   # the table lists techniques as TECHNIQUES does, however they were run
     rows = sorted(kept + new["rows"], key=lambda r: (r["calibration_images"], order.index(r["technique"])
                                                      if r["technique"] in order else len(order)))
     return {**new, **latency, "rows": rows}
@@ -182,16 +200,20 @@ def render(document: dict, peers_file: Path) -> str:
         images, draws = entry["images"], entry["draws"]
         lines += [f"## {entry['checkpoint']} ({entry['model']}, fp32 top-1 {entry['reference_top1'] * 100:.2f}%, "
                   f"{images} test images, {draws} draws)", "",
-                  "| technique | calibration images | draws | agreement % | int8 top-1 % | drop (points) | cosine |",
+                  "| technique | calibration images | draws | agreement % | quantized top-1 % | drop (points) | cosine |",
                   "|---|---|---|---|---|---|---|"]
         lines += [row(r["technique"], r["calibration_images"], r["summary"]) for r in entry["rows"]]
         for peer, summary in peer_summaries(Path(entry["checkpoint"]), peers_file, images).items():
             lines.append(row(f"peer: {peer}", 64, summary))
-        timing, ratios = entry.get("latency_ms"), entry.get("latency_ratio_default_vs_first_release")
+        timing, vs_first = entry.get("latency_ms"), entry.get("latency_ratio_default_vs_first_release")
         if timing:
             lines += ["", "int8 latency, one interleaved run (LiteRT/XNNPACK, median ms): " + ", ".join(
                 f"{t} thread(s): default {timing['default'][t]:.2f} vs first release {timing['avgminmax'][t]:.2f} "
-                f"(x{ratios[t]:.2f})" for t in timing["default"])]
+                f"(x{vs_first[t]:.2f})" for t in timing["default"])]
+            for precision in (p for p in OTHER_PRECISIONS if p in timing):
+                lines[-1] += f"; {precision} " + ", ".join(
+                    f"{timing[precision][t]:.2f} ms at {t} thread(s) "
+                    f"(x{entry[f'latency_ratio_{precision}_vs_default'][t]:.1f} of default)" for t in timing[precision])
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -202,7 +224,8 @@ def main(argv=None):
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--calib-counts", default="64", help="comma-separated calibration image counts")
-    ap.add_argument("--techniques", default=",".join(TECHNIQUES))
+    ap.add_argument("--techniques", default=",".join(TECHNIQUES),
+                    help=f"comma-separated; also the precisions {', '.join(OTHER_PRECISIONS)} (int16x8 is slow: no XNNPACK kernels)")
     ap.add_argument("--peers", type=Path, default=RESULTS / "peers_accuracy.json")
     ap.add_argument("--work", type=Path, default=Path("/tmp/mixdeploy-accuracy"))
     ap.add_argument("--out", type=Path, default=RESULTS / "accuracy",
@@ -211,9 +234,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     techniques = [t.strip() for t in args.techniques.split(",") if t.strip()]
-    unknown = [t for t in techniques if t not in TECHNIQUES]
+    known = [*TECHNIQUES, *OTHER_PRECISIONS]
+    unknown = [t for t in techniques if t not in known]
     if unknown:
-        ap.error(f"unknown technique(s) {unknown}; choose from {', '.join(TECHNIQUES)}")
+        ap.error(f"unknown technique(s) {unknown}; choose from {', '.join(known)}")
     counts = [int(c) for c in args.calib_counts.split(",")]
     entries = [run_checkpoint(checkpoint, args, techniques, counts) for checkpoint in args.checkpoints]
     results = args.out.with_suffix(".json")

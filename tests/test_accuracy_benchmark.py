@@ -55,3 +55,17 @@ def test_a_run_on_the_same_images_keeps_the_techniques_it_did_not_run():
     # on other images the old rows measured something else: the entry is replaced whole
     fewer = accuracy.merged({"checkpoints": [old]}, [entry("s.pt", 0.99, images=500)])["checkpoints"][0]
     assert [r["technique"] for r in fewer["rows"]] == ["default"] and "latency_ms" not in fewer
+
+
+def test_the_int16x8_row_follows_the_int8_techniques_and_its_timing_is_rendered():
+    old = entry("s.pt", 0.98)
+    new = entry("s.pt", 0.996, technique="int16x8")                 # only int16x8 run now
+    kept = accuracy.merged({"checkpoints": [{**old, "latency_ms": {"default": {"1": 3.0}}}]}, [new])["checkpoints"][0]
+    assert [r["technique"] for r in kept["rows"]] == ["default", "int16x8"]
+    assert "latency_ms" not in kept                                 # int16x8 is one of the timed models
+    timed = {**kept, "latency_ms": {"default": {"1": 3.0}, "avgminmax": {"1": 2.0}, "int16x8": {"1": 60.0}},
+             "latency_ratio_default_vs_first_release": {"1": 1.5},
+             "latency_ratio_int16x8_vs_default": {"1": 20.0}}
+    text = accuracy.render({"checkpoints": [timed]}, Path("/nonexistent/peers.json"))
+    assert "default 3.00 vs first release 2.00 (x1.50); int16x8 60.00 ms at 1 thread(s) (x20.0 of default)" in text
+    assert "| int16x8 | 64 | 3 | 99.60 (99.60 to 99.60) |" in text
