@@ -9,7 +9,8 @@ technique and calibration draw the int8 model from `convert_onnx`, run by LiteRT
 --images Fashion-MNIST test images, against the PyTorch fp32 model (timm's, bit for bit). The
 table gives mean and range over draws of top-1, drop, agreement, cosine and max |error|; peer
 rows come from benchmarks/results/peers_accuracy.json (benchmarks/peers_accuracy.py) when present;
-int8 latency of the default against the first release's recipe is timed in one interleaved run.
+int8 latency of the default against the first release's recipe (and of the int16x8 and dynamic-range
+models against the default, when they run) is timed in one interleaved run.
 Writes benchmarks/results/accuracy.{json,md}: a run replaces the entries of the checkpoints it
 ran and keeps the others' (and, on the same images and draws, the rows of techniques not run now),
 so checkpoints and techniques can be measured one at a time.
@@ -168,8 +169,8 @@ def ratios(timing: dict, model: str, baseline: str) -> dict:
 
 def merged(previous: dict, entries: list[dict]) -> dict:
     """The results file after this run, in the order first measured. A checkpoint run now on the same
-    images and draws keeps the rows of techniques not run now (and the latency, unless default or
-    avgminmax ran again); its rows run now, or all of them when the counts differ, are replaced. Other checkpoints' entries are kept as they are."""
+    images and draws keeps the rows of techniques not run now (and the latency, unless a model it
+    timed ran again); its rows run now, or all of them when the counts differ, are replaced. Other checkpoints' entries are kept as they are."""
     by_name = {e["checkpoint"]: {"images": previous.get("images"), "draws": previous.get("draws"), **e}
                for e in previous.get("checkpoints", [])}   # files before per-entry counts had them on top
     for entry in entries:
@@ -185,7 +186,7 @@ def with_kept_rows(old: dict | None, new: dict) -> dict:
     # the timing compares the models of TIMED: it stays only while none of them was run again
     retimed = "latency_ms" in new or set(TIMED) & {technique for technique, _ in ran}
     latency = {} if retimed else {k: v for k, v in old.items() if k.startswith("latency_")}
-    order = [*TECHNIQUES, *OTHER_PRECISIONS]   # the table lists techniques as TECHNIQUES does, however they were run
+    order = [*TECHNIQUES, *OTHER_PRECISIONS]   # the table's order, however they were run
     rows = sorted(kept + new["rows"], key=lambda r: (r["calibration_images"], order.index(r["technique"])
                                                      if r["technique"] in order else len(order)))
     return {**new, **latency, "rows": rows}
