@@ -81,17 +81,20 @@ def prepare(checkpoint: Path, work: Path, images: int):
     return loaded, rewritten, accuracy_data.eval_set(loaded, images)
 
 
+def conversion(technique: str) -> tuple[str, QuantRecipe | None]:
+    """The precision and int8 recipe a technique's model is converted with."""
+    return (technique, None) if technique in OTHER_PRECISIONS else ("int8", TECHNIQUES[technique])
+
+
 def measure(model, technique: str, calibration, evaluation, path: Path) -> dict:
     from mixdeploy import runtimes
     from mixdeploy.tflite.convert import convert_onnx
 
+    precision, recipe = conversion(technique)
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if technique in OTHER_PRECISIONS:
-            convert_onnx(model, path, precision=technique, calibration=calibration)
-        else:
-            convert_onnx(model, path, precision="int8", calibration=calibration, recipe=TECHNIQUES[technique])
+        convert_onnx(model, path, precision=precision, calibration=calibration, recipe=recipe)
     seconds = time.perf_counter() - started
     logits = runtimes.TfliteRunner(path).run(evaluation.images, batch_size=50)
     metrics = accuracy_data.metrics(evaluation, logits, technique)
@@ -148,8 +151,8 @@ def run_checkpoint(checkpoint: Path, args, techniques: list[str], counts: list[i
                     f"drop {runs[-1]['top1_drop_points']:+.2f}")
                 if d == 0 and name in TIMED:
                     kept_models[name] = path
-            recipe = TECHNIQUES.get(name)
-            entry["rows"].append({"technique": name, "precision": name if recipe is None else "int8",
+            precision, recipe = conversion(name)
+            entry["rows"].append({"technique": name, "precision": precision,
                                   "recipe": recipe.to_dict() if recipe else None,
                                   "calibration_images": count, "runs": runs,
                                   "summary": accuracy_data.summarize(runs)})
@@ -208,7 +211,7 @@ def render(document: dict, peers_file: Path) -> str:
             lines.append(row(f"peer: {peer}", 64, summary))
         timing, vs_first = entry.get("latency_ms"), entry.get("latency_ratio_default_vs_first_release")
         if timing:
-            lines += ["", "int8 latency, one interleaved run (LiteRT/XNNPACK, median ms): " + ", ".join(
+            lines += ["", "latency, one interleaved run (LiteRT, XNNPACK where it has kernels; median ms): " + ", ".join(
                 f"{t} thread(s): default {timing['default'][t]:.2f} vs first release {timing['avgminmax'][t]:.2f} "
                 f"(x{vs_first[t]:.2f})" for t in timing["default"])]
             for precision in (p for p in OTHER_PRECISIONS if p in timing):
