@@ -46,10 +46,10 @@ import accuracy  # noqa: E402
 from mixdeploy import data, runtimes  # noqa: E402
 from mixdeploy.models.blocks import BatchNormAct2d, DepthwiseSeparable, InvertedResidual, SqueezeExcite  # noqa: E402
 from mixdeploy.models.mixconv import Conv2dSame, same_padding_amount  # noqa: E402
+from mixdeploy.tflite.calibrate import TRIM_FRACTION  # noqa: E402  (the default range rule's trim)
 
 RESULTS = ROOT / "benchmarks" / "results"
 CHECKPOINT = ROOT / "mixdeploy" / "weights" / "mixnet_s_fashion_mnist_224.pt"
-TRIM_FRACTION = 1 / 8     # mixdeploy's default range rule (calibrate.TRIM_FRACTION)
 
 
 class Int8Simulation:
