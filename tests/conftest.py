@@ -110,7 +110,8 @@ def trained_int8_64px(trained_model, tmp_path_factory) -> Path:
     """The checkpoint's int8 TFLite (int8 I/O) at 64 px, twice the size it was trained at (MixNets
     are fully convolutional; its accuracy there is not the point). For the ARM64 twin: at 32 px
     the twin's int8 outputs equal x86 LiteRT's bit for bit (0 of 10,000 measured), at 64 px
-    about 3% of them differ by 1-5 steps, so tests can see the ARM kernels' own rounding.
+    about 3% of them differ by 1-5 steps on an AMD EPYC host, so tests can see the ARM kernels' own rounding
+    (on an Intel Xeon with AVX-512 VNNI none did: which x86 kernels XNNPACK picks depends on the CPU).
     Whether any differ depends on the model's scales, i.e. on the recipe and the calibration
     images (on 200 test images: `avgminmax` 46 of 2000 values, `minmax` and `default` 0), so this
     fixture pins the `avgminmax` recipe."""

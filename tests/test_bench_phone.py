@@ -381,15 +381,17 @@ def test_on_device_parity_carries_the_arm_kernels_int8_rounding(lab, fake_tool, 
     alone = twin.compare_with_host(trained_int8_64px, images)
     off_host = np.any(alone.run.raw_outputs[0] != alone.host_raw, axis=1)
     off, same = np.flatnonzero(off_host)[:3], np.flatnonzero(~off_host)[:2]
-    assert len(off) >= 1 and len(same) == 2
-    picked = np.concatenate([off, same])
+    assert len(same) == 2
+    # On some x86 hosts (an Intel Xeon with AVX-512 VNNI, measured) XNNPACK's kernels round like
+    # the ARM ones on all 256: then the phone path must report no difference, and still the twin's.
+    picked = np.concatenate([off, same]) if len(off) else np.flatnonzero(~off_host)[:5]
     [result] = phone.bench_phone(trained_int8_64px, device="pixel", benchmark_binary=fake_tool,
                                  parity_inputs=images[picked], runs=1, warmup=1, timeout_s=300, adb=lab.adb)
     facts = [json.loads(line) for line in (dev.sandbox / "twin.log").read_text().splitlines()]
     assert [(f["machine"], f["cpu_model"].split()[0]) for f in facts] == [("aarch64", "Cortex-A76")] * len(picked)
     diff = result.parity.output_difference
     assert diff.dtype == "int8" and diff.values == 10 * len(picked)
-    assert diff.differing >= len(off) and diff.max_steps >= 1
+    assert diff.differing >= len(off) and (diff.max_steps >= 1 if len(off) else diff.differing == 0)
     # (no cosine bound: with the default recipe the one input that differs at 64 px differs by up
     # to 17 steps, a top-1 flip, on the twin alone as much as through the phone path)
     # The phone path reports exactly what the twin computes for those inputs.
