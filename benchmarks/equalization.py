@@ -203,11 +203,10 @@ def render(document: dict) -> str:
                   "| alpha | mean agreement % | per draw | drop (points) | cosine | max fp32 logit change | spread after |",
                   "|---|---|---|---|---|---|---|"]
         if base:
-            mean = np.mean([r["top1_agreement"] for r in base]) * 100
-            lines.append(f"| none (`default`) | {mean:.2f} | " + " / ".join(
+            b = accuracy_data.summarize(base)
+            lines.append(f"| none (`default`) | {b['top1_agreement']['mean'] * 100:.2f} | " + " / ".join(
                 f"{r['top1_agreement'] * 100:.2f}" for r in base) +
-                f" | {np.mean([r['top1_drop_points'] for r in base]):.2f} | "
-                f"{np.mean([r['mean_cosine'] for r in base]):.4f} | | |")
+                f" | {b['top1_drop_points']['mean']:.2f} | {b['mean_cosine']['mean']:.4f} | | |")
         for row in entry["rows"]:
             s, runs = row["summary"], row["runs"]
             per_draw = " / ".join(f"{r['top1_agreement'] * 100:.2f}" + (

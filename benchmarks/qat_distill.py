@@ -13,8 +13,10 @@ The simulation (fake quantization, straight-through gradients) follows the int8 
 writes: weights symmetric per output channel; one asymmetric int8 scale per activation tensor
 (the input, every BN output, i.e. each MixConv's concatenated output, a swish's input and product,
 the SE's mean, reduce, expand and gated product, each residual ADD, the pooled features and the
-logits), ranges from the calibration images by the default rule (halfway between the mean
-per-image extreme and the eighth-most-extreme image), re-measured halfway and at the end; sigmoid
+logits), ranges from the calibration images by the default's trimmed-midminmax rule (halfway
+between the mean per-image extreme and the eighth-most-extreme image) on every tensor, also the
+channel vectors (SE, pooled, logits) to which the `default` recipe gives their min/max: a
+simplification of the simulation, not what the export does; re-measured halfway and at the end; sigmoid
 outputs on TFLite's fixed 1/256 scale. Not simulated: the partial sums of decomposed large kernels
 (`auto` writes those as pieces + ADD). BN statistics stay frozen (eval mode). Train images come
 from Fashion-MNIST's train split at random (with flips); no test image is used for training.
