@@ -190,6 +190,13 @@ def run_checkpoint(checkpoint: Path, args) -> dict:
     return entry
 
 
+def per_draw(runs: list[dict], base: list[dict] | None) -> str:
+    """Each draw's agreement %, with its change against the same draw of `base` when there is one."""
+    return " / ".join(f"{r['top1_agreement'] * 100:.2f}" + (
+        f" ({(r['top1_agreement'] - b['top1_agreement']) * 100:+.2f})" if base else "")
+        for r, b in zip(runs, base or runs))
+
+
 def render(document: dict) -> str:
     lines = ["# Residual-stream equalization before int8 (benchmarks/equalization.py)", "",
              "`default` recipe, `auto` lowering, draws of 64 calibration images; agreement with the original "
@@ -209,10 +216,7 @@ def render(document: dict) -> str:
                 f" | {b['top1_drop_points']['mean']:.2f} | {b['mean_cosine']['mean']:.4f} | | |")
         for row in entry["rows"]:
             s, runs = row["summary"], row["runs"]
-            per_draw = " / ".join(f"{r['top1_agreement'] * 100:.2f}" + (
-                f" ({(r['top1_agreement'] - b['top1_agreement']) * 100:+.2f})" if base else "")
-                for r, b in zip(runs, base or runs))
-            lines.append(f"| {row['alpha']} | {s['top1_agreement']['mean'] * 100:.2f} | {per_draw} | "
+            lines.append(f"| {row['alpha']} | {s['top1_agreement']['mean'] * 100:.2f} | {per_draw(runs, base)} | "
                          f"{s['top1_drop_points']['mean']:.2f} | {s['mean_cosine']['mean']:.4f} | "
                          f"{row['max_logit_change_fp32']:.1e} | {min(row['range_spread_after']):.1f} to "
                          f"{max(row['range_spread_after']):.1f} |")

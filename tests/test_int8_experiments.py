@@ -1,6 +1,7 @@
-"""The two int8 experiments behind docs/accuracy.md's "Measured and not adopted" rows:
-benchmarks/equalization.py (residual-stream equalization) and benchmarks/qat_distill.py
-(distilled quantization-aware fine-tuning). What each measures rests on these properties."""
+"""The int8 experiments behind docs/accuracy.md's "Measured and not adopted" rows:
+benchmarks/equalization.py (residual-stream equalization), benchmarks/stem_projection.py (the stem
+projected onto grey inputs) and benchmarks/qat_distill.py (distilled quantization-aware
+fine-tuning). What each measures rests on these properties."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import equalization  # noqa: E402
 import qat_distill  # noqa: E402
+import stem_projection  # noqa: E402
 
 from mixdeploy.models import create_model  # noqa: E402
 
@@ -54,6 +56,33 @@ def test_equalization_scales_are_clipped_and_centred():
     scales = equalization.stream_scales(ranges, [conv], alpha=1.0, clip=4.0)
     # 1 / range over its geometric mean: 9.46, 4.73, 2.36, 0.0095 -> clipped to [1/4, 4]
     np.testing.assert_allclose(scales.numpy(), [4.0, 4.0, 2.3644, 0.25], rtol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["mixnet-s", "tf-mixnet-s"])   # zero pads; TF 'same' (asymmetric) pads
+def test_the_stem_projection_is_exact_on_grey_inputs_only(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10).eval()
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    rng = np.random.default_rng(1)
+    grey = rng.uniform(0, 1, (6, 1, 32, 32))
+    grey_images = ((grey - mean[:, None, None]) / std[:, None, None]).astype(np.float32)   # N,3,S,S
+    colour_images = ((rng.uniform(0, 1, (6, 3, 32, 32)) - mean[:, None, None]) / std[:, None, None]).astype(np.float32)
+    grey_before, colour_before = logits(model, grey_images), logits(model, colour_images)
+    stem = model.conv_stem
+    weights_before = stem.weight.detach().clone()
+    d = stem_projection.blind_direction(mean, std)
+    assert stem_projection.blind_fraction(stem, d) > 0.3          # random init puts weight there
+    stem_projection.project_stem(stem, d)
+    assert stem_projection.blind_fraction(stem, d) < 1e-6
+    assert stem_projection.stem_scale_ratio(weights_before, stem.weight) < 0.95
+    np.testing.assert_allclose(logits(model, grey_images), grey_before, rtol=1e-4, atol=1e-4 * np.abs(grey_before).max())
+    colour_change = np.abs(logits(model, colour_images) - colour_before).max()
+    assert colour_change > 1e-2 * np.abs(colour_before).max()     # not a no-op: colour inputs see d
+
+
+def test_the_stem_projection_takes_only_a_three_channel_dense_stem():
+    with pytest.raises(ValueError, match="3 input channels"):
+        stem_projection.project_stem(torch.nn.Conv2d(4, 8, 3), np.ones(3) / np.sqrt(3))
 
 
 def test_the_simulation_is_float_when_off_and_int8_when_on(trained_model, fashion_mnist_small):
