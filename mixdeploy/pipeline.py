@@ -62,6 +62,7 @@ class ExportOptions:
     calib_count: int = 64
     quant_recipe: str = "default"            # mixdeploy.tflite.recipe.RECIPES
     io_dtype: str = "int8"
+    keep_float: tuple[str, ...] = ()         # ONNX nodes the int8 model computes in float
     input_layout: str = "nhwc"
     parity_data: str | None = None           # None: follows `calib`
     parity_count: int = 200
@@ -343,6 +344,7 @@ def _convert_all(staging, model, loaded, options, manifest, progress, warn) -> d
             model, path, precision=precision,
             calibration=calibration if precision in ("int8", "int16x8") else None,
             io_dtype=options.io_dtype, input_layout=options.input_layout, recipe=options.quant_recipe,
+            keep_float=list(options.keep_float) if precision == "int8" else None,
             progress=lambda done, total, p=precision: progress(f"calibrate {p}", done, total),
         )
         results[f"tflite_{precision}"] = path
@@ -353,6 +355,7 @@ def _convert_all(staging, model, loaded, options, manifest, progress, warn) -> d
         manifest["quantization"] = {"calibration_source": options.calib or "scikit-image samples",
                                     "calibration_images": int(len(calibration)),
                                     "io_dtype": options.io_dtype,
+                                    "keep_float": list(options.keep_float),
                                     "recipe": get_recipe(options.quant_recipe).to_dict()}
     return results
 

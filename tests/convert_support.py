@@ -146,3 +146,33 @@ def mixconv_graph():
         nodes, "mixconv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
         [numpy_helper.from_array(v, k) for k, v in inits.items()]), opset_imports=[helper.make_opsetid("", 17)])
+
+
+def float_weighted_ops(path) -> list[str]:
+    """The convolutions and fully-connected ops whose weights are FLOAT32 (computed in float), each as
+    the names of all its tensors joined (the output of the last op is renamed after the signature;
+    its weights keep the layer's name)."""
+    from mixdeploy.tflite.inspect import builtin_op_names, read_model, tensor_name, tensor_type_names
+
+    model, _ = read_model(Path(path))
+    names, types = builtin_op_names(), tensor_type_names()
+    graph = model.subgraphs[0]
+    found = []
+    for op in graph.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        weighted = names.get(max(code.builtinCode, code.deprecatedBuiltinCode)) in {
+            "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+        if weighted and types.get(graph.tensors[op.inputs[1]].type) == "FLOAT32":
+            found.append(" ".join(tensor_name(graph.tensors[i]) for i in [*op.outputs, *op.inputs] if i >= 0))
+    return found
+
+
+def assert_only_these_float(path, nodes: list[str]) -> None:
+    """Each of `nodes` computes in float, and nothing else does but the first block's depthwise conv:
+    with the stem float, the converter also leaves float the first block, whose depthwise conv and
+    residual ADD read the stem's float output."""
+    found = float_weighted_ops(path)
+    for node in nodes:
+        assert any(node in f for f in found), f"{node} is not float in {path}"
+    allowed = (*nodes, "blocks.0.0.") if "conv_stem" in nodes else tuple(nodes)
+    assert all(any(a in f for a in allowed) for f in found), found

@@ -79,6 +79,8 @@ def test_export_onnx_format_stops_after_the_rewrite(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["no-such-net"], "unknown model"),
     (["mixnet-s", "--weights", "missing.pt"], "missing.pt"),
+    (["mixnet-s", "--keep-float", "conv_stem"], "add --int8"),
+    (["mixnet-s", "--int8", "--keep-float", " , "], "give node names"),
 ])
 def test_export_user_errors_exit_2_and_leave_nothing(tmp_path, args, message):
     out = tmp_path / "out"
@@ -98,3 +100,29 @@ def test_export_with_an_empty_calibration_folder_leaves_no_tflite(tmp_path):
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     assert not list(out.glob("**/*.tflite")) and not list(out.glob("**/*.onnx"))
+
+
+def test_export_keep_float_leaves_the_named_layers_float_and_records_them(trained_checkpoint, tmp_path):
+    from convert_support import assert_only_these_float, float_weighted_ops
+    from mixdeploy.tflite.inspect import inspect_tflite
+
+    out = tmp_path / "out"
+    result = run_cli("export", "mixnet-s", "--weights", trained_checkpoint, "--int8", "--calib", "fashion-mnist",
+                     "--calib-count", 16, "--parity-count", 100, "--lowering", "split", "--io-dtype", "float32",
+                     "--keep-float", "conv_stem,classifier", "-o", out, "--json")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(result.stdout)
+    assert manifest["quantization"]["keep_float"] == ["conv_stem", "classifier"]
+    assert_only_these_float(out / "model_int8.tflite", ["conv_stem", "classifier"])
+    assert len(float_weighted_ops(out / "model_fp32.tflite")) > 20      # (the fp32 model: every layer)
+    assert inspect_tflite(out / "model_int8.tflite").inputs[0]["dtype"] == "float32"
+    assert manifest["parity"]["backends"]["model_int8.tflite"]["top1_agreement"] >= 0.95
+
+
+def test_export_keep_float_of_an_unknown_node_exits_2_and_leaves_nothing(trained_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("export", "mixnet-s", "--weights", trained_checkpoint, "--int8", "--calib", "fashion-mnist",
+                     "--calib-count", 16, "--lowering", "split", "--keep-float", "no_such_node", "-o", out)
+    assert result.exit_code == 2, result.output
+    assert "no_such_node" in result.output and "Traceback" not in result.output
+    assert not out.exists() or not any(out.iterdir())

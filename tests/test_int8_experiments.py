@@ -1,7 +1,8 @@
 """The int8 experiments behind docs/accuracy.md's "Measured and not adopted" rows:
 benchmarks/equalization.py (residual-stream equalization), benchmarks/stem_projection.py (the stem
-projected onto grey inputs) and benchmarks/qat_distill.py (distilled quantization-aware
-fine-tuning). What each measures rests on these properties."""
+projected onto grey inputs), benchmarks/qat_distill.py (distilled quantization-aware
+fine-tuning) and benchmarks/keep_float.py (fixed layers left in float). What each measures rests
+on these properties."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import equalization  # noqa: E402
+import keep_float  # noqa: E402
 import qat_distill  # noqa: E402
 import stem_projection  # noqa: E402
 
+from convert_support import assert_only_these_float  # noqa: E402
 from mixdeploy.models import create_model  # noqa: E402
 
 
@@ -110,3 +113,26 @@ def test_the_simulation_passes_gradients_to_every_conv(trained_model, fashion_mn
     student(torch.from_numpy(images)).square().mean().backward()
     convs = [m for m in student.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(m.weight.grad is not None and m.weight.grad.abs().sum() > 0 for m in convs)
+
+
+@pytest.mark.parametrize("variant", sorted(keep_float.VARIANTS))
+def test_each_keep_float_variant_names_real_nodes_and_leaves_only_them_float(variant, trained_model, trained_artifacts,
+                                                                             fashion_mnist_small, tmp_path):
+    """The variants' node names exist in an exported MixNet (convert_onnx refuses unknown ones), the
+    model they build keeps its function, and only the named convs compute in float."""
+    import onnx
+
+    from mixdeploy.tflite.inspect import inspect_tflite
+
+    nodes, io_dtype = keep_float.VARIANTS[variant]
+    evaluation = keep_float.accuracy_data.EvalSet(images=fashion_mnist_small.images[:64],
+                                                 labels=fashion_mnist_small.labels[:64],
+                                                 reference=logits(trained_model.module, fashion_mnist_small.images[:64]))
+    path = tmp_path / f"{variant}.tflite"
+    row = keep_float.convert_and_judge(onnx.load(str(trained_artifacts.onnx_opt)), nodes, io_dtype,
+                                       trained_artifacts.calibration, evaluation, path)
+    assert row["top1_agreement"] >= 0.95 and row["mean_cosine"] > 0.99
+    inspection = inspect_tflite(path)
+    assert inspection.inputs[0]["dtype"] == io_dtype and inspection.outputs[0]["dtype"] == io_dtype
+    assert_only_these_float(path, nodes)
+

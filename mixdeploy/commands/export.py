@@ -22,6 +22,10 @@ from mixdeploy.pipeline import ExportOptions, default_out_dir, precisions_from_f
 @click.option("--int16x8", is_flag=True, help="Also a 16x8 model (int16 activations, int8 weights).")
 @click.option("--io-dtype", type=click.Choice(["int8", "float32"]), default="int8", show_default=True,
               help="Input/output type of the full-integer models.")
+@click.option("--keep-float", "keep_float", metavar="NODES",
+              help="Comma-separated ONNX node names the int8 model computes in float (e.g. conv_stem,classifier "
+                   "with --io-dtype float32: +0.2 to +0.8 points agreement at 224 px, docs/accuracy.md). "
+                   "Needs --int8.")
 @click.option("--input-layout", type=click.Choice(["nhwc", "nchw"]), default="nhwc", show_default=True)
 @click.option("--lowering", type=click.Choice(["auto", "split", "pad", "decompose", "pad_decompose"]),
               default="auto", show_default=True,
@@ -49,6 +53,7 @@ def export(model, int8, fp16, dynamic, int16x8, out_dir, as_json, verbose, **opt
     """
     from mixdeploy.views import export as view
 
+    options["keep_float"] = keep_float_nodes(options["keep_float"], int8)
     options = ExportOptions(source=model, out_dir=Path(out_dir or default_out_dir(model)),
                             precisions=precisions_from_flags(int8, fp16, dynamic, int16x8), **options)
     with stage_progress(enabled=not as_json) as progress:
@@ -57,3 +62,13 @@ def export(model, int8, fp16, dynamic, int16x8, out_dir, as_json, verbose, **opt
         print_json(result.manifest)
         return
     view.show(result, stdout, notes_to=stderr, verbose=verbose)
+
+
+def keep_float_nodes(spec: str | None, int8: bool) -> tuple[str, ...]:
+    """--keep-float's node names; it only means something for the int8 model."""
+    nodes = tuple(n.strip() for n in (spec or "").split(",") if n.strip())
+    if spec is not None and not nodes:
+        raise click.BadParameter("give node names, e.g. --keep-float conv_stem,classifier", param_hint="--keep-float")
+    if nodes and not int8:
+        raise click.UsageError("--keep-float selects layers of the int8 model: add --int8")
+    return nodes
