@@ -11,7 +11,9 @@ reference is PyTorch fp32 of the loaded module; metrics are `mixdeploy.parity.co
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -74,3 +76,12 @@ def summarize(rows: list[dict]) -> dict:
         summary[name] = {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
                          "min": float(values.min()), "max": float(values.max())} if len(values) else None
     return summary
+
+
+def write_results(out: Path, document: dict, render) -> None:
+    """An experiment's results as out.json and its rendered table as out.md, the table printed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n")
+    text = render(document)
+    out.with_suffix(".md").write_text(text)
+    print(text)

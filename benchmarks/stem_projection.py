@@ -24,7 +24,6 @@ Writes benchmarks/results/stem_projection.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -138,11 +137,7 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=RESULTS / "stem_projection")
     args = ap.parse_args(argv)
     document = {"checkpoints": [run_checkpoint(c, args) for c in args.checkpoints]}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n")
-    text = render(document)
-    args.out.with_suffix(".md").write_text(text)
-    print(text)
+    accuracy_data.write_results(args.out, document, render)
 
 
 if __name__ == "__main__":
