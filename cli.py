@@ -133,8 +133,10 @@ def threads_that_yield() -> None:
     """OpenMP threads (PyTorch's) sleep when they wait instead of spinning: on a machine whose cores
     are busy with other work, spinning threads hold cores while the thread they wait for cannot
     run. Measured on a loaded 2-core machine, the PyTorch parity reference at 2 threads took 2.8-10x
-    as long as at 1 thread with spinning, 1.0-1.1x with OMP_WAIT_POLICY=PASSIVE. Read when torch
-    loads, so set before any command imports it; a user's own setting wins."""
+    as long as at 1 thread with spinning, 1.0-1.1x with OMP_WAIT_POLICY=PASSIVE (on an idle 2-core
+    VM sleeping threads cost 2.6x instead, so the reference itself runs one thread on such machines:
+    runtimes.default_torch_threads). Read when torch loads, so set before any command imports it;
+    a user's own setting wins."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 

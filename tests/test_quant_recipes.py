@@ -207,3 +207,42 @@ def test_bias_correction_removes_the_mean_shift_of_weight_rounding(tmp_path):
     expected = 0.45 * 0.05 / 127 * 27 * 0.5                              # step * taps * mean input
     assert shifts["no-bias-correction"] == pytest.approx(expected, rel=0.35)
     assert shifts["default"] < 0.25 * shifts["no-bias-correction"]
+
+
+# --- the calibration run itself ----------------------------------------------------------------------------
+
+def test_calibration_on_xnnpack_measures_what_the_builtin_kernels_do(float_and_data):
+    """Every activation tensor is made a graph output so XNNPACK keeps it; the reference is LiteRT's
+    builtin kernels with every tensor preserved. The model's own output keeps its full range."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from mixdeploy.tflite.convert import convert_onnx
+
+    rewritten, calibration, _, _, work = float_and_data
+    path = work / "calibrated_float.tflite"
+    convert_onnx(rewritten, path, precision="fp32")
+    float_model = path.read_bytes()
+    images = np.transpose(calibration[:16], (0, 2, 3, 1))
+    tensors, _ = calibrate.activation_tensors(float_model)
+
+    reference = Interpreter(model_content=float_model, experimental_preserve_all_tensors=True,
+                            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    reference.allocate_tensors()
+    low, high = {}, {}
+    for image in images:
+        reference.set_tensor(reference.get_input_details()[0]["index"], image[None])
+        reference.invoke()
+        for index in tensors:
+            values = reference.get_tensor(index)
+            low[index] = min(low.get(index, np.inf), float(values.min()))
+            high[index] = max(high.get(index, -np.inf), float(values.max()))
+
+    measured = calibrate.calibrate_float_model(float_model, images, "minmax").ranges
+    assert set(measured) == set(tensors)
+    for index in tensors:
+        width = max(high[index], 0.0) - min(low[index], 0.0)
+        assert measured[index] == pytest.approx((min(low[index], 0.0), max(high[index], 0.0)), abs=1e-5 * width + 1e-7)
+    output = reference.get_output_details()[0]["index"]
+    clipped = calibrate.calibrate_float_model(float_model, images, "avgminmax").ranges
+    assert clipped[output] == measured[output]                       # the logits: full range
+    assert sum(clipped[i] != measured[i] for i in tensors) > len(tensors) / 2   # the rest: avgminmax

@@ -130,3 +130,26 @@ def test_cli_makes_openmp_threads_yield_unless_told_otherwise(monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     cli.threads_that_yield()
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_the_pytorch_reference_runs_one_thread_on_two_cores_and_leaves_the_count_as_it_was(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert runtimes.default_torch_threads() == 1
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert runtimes.default_torch_threads() == torch.get_num_threads()
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x):
+            seen.append(torch.get_num_threads())
+            return x.mean(dim=(2, 3))
+
+    before = torch.get_num_threads()
+    images = np.zeros((2, 3, 8, 8), np.float32)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    runtimes.TorchRunner(Recorder()).run(images)
+    runtimes.TorchRunner(Recorder(), num_threads=3).run(images)     # asked for: obeyed
+    assert seen == [1, 3]
+    assert torch.get_num_threads() == before
