@@ -50,13 +50,13 @@ class Threads:
     def resolve(cls, num_threads: int | None) -> "Threads":
         import torch
 
-        from mixdeploy.runtimes import default_tflite_threads
+        from mixdeploy.runtimes import default_tflite_threads, default_torch_threads
 
         if num_threads:
             return cls(num_threads, num_threads, num_threads)
         # torch and onnxruntime both default to the number of physical cores; a Ray worker's own
         # default would be its node's (or OMP_NUM_THREADS=1, which Ray sets): pin the driver's.
-        return cls(torch=torch.get_num_threads(), onnx=torch.get_num_threads(), tflite=default_tflite_threads())
+        return cls(torch=default_torch_threads(), onnx=torch.get_num_threads(), tflite=default_tflite_threads())
 
     def to_dict(self) -> dict:
         return asdict(self)
