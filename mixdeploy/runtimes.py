@@ -9,6 +9,7 @@ are the runner's business, not the caller's.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -57,19 +58,28 @@ class TorchRunner:
     def run(self, images_nchw, batch_size=64, progress=None):
         import torch
 
-        before = torch.get_num_threads()
-        torch.set_num_threads(self.num_threads)
         outputs = []
-        try:
-            with torch.inference_mode():
-                for start, end in _batches(len(images_nchw), cache_sized_batch(batch_size, images_nchw.shape)):
-                    batch = torch.from_numpy(np.ascontiguousarray(images_nchw[start:end], dtype=np.float32))
-                    outputs.append(self.module(batch).float().numpy())
-                    if progress:
-                        progress(end - start)
-        finally:
-            torch.set_num_threads(before)
+        with torch_threads(self.num_threads), torch.inference_mode():
+            for start, end in _batches(len(images_nchw), cache_sized_batch(batch_size, images_nchw.shape)):
+                batch = torch.from_numpy(np.ascontiguousarray(images_nchw[start:end], dtype=np.float32))
+                outputs.append(self.module(batch).float().numpy())
+                if progress:
+                    progress(end - start)
         return np.concatenate(outputs).astype(np.float32)
+
+
+@contextmanager
+def torch_threads(count: int):
+    """PyTorch at `count` threads inside the block; the process's previous count restored after
+    (torch.set_num_threads is global: a runner must not change it for the rest of the process)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def default_torch_threads() -> int:

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from mixdeploy.errors import MixdeployError
-from mixdeploy.runtimes import quantize_for_input
+from mixdeploy.runtimes import quantize_for_input, torch_threads
 
 
 @dataclass
@@ -150,13 +150,8 @@ def _torch_runner(module, threads: int, input_nchw: np.ndarray):
         module.eval()
 
         def run():
-            previous = torch.get_num_threads()
-            torch.set_num_threads(threads)
-            try:
-                with torch.inference_mode():
-                    module(x)
-            finally:
-                torch.set_num_threads(previous)
+            with torch_threads(threads), torch.inference_mode():
+                module(x)
         return run, {}
     return make
 
