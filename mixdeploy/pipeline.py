@@ -22,6 +22,7 @@ import fcntl
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,9 +294,12 @@ def _export_into(staging: Path, options: ExportOptions, progress: Progress, warn
     manifest["stages"]["rewrite"] = rewritten.report.to_dict()
 
     if options.fmt == "tflite":
-        tflite_paths = _convert_all(staging, rewritten.model, loaded, options, manifest, progress, warn)
-        staged.update(tflite_paths)
-        manifest["parity"] = _quick_parity(loaded, tflite_paths, options, progress, warn)
+        image_set = _parity_images(loaded, options)
+        with _reference_in_background(loaded, image_set.images) as reference:
+            tflite_paths = _convert_all(staging, rewritten.model, loaded, options, manifest, progress, warn)
+            staged.update(tflite_paths)
+            progress(f"parity: {len(tflite_paths)} model(s) on {len(image_set.images)} images", 0, 1)
+            manifest["parity"] = _quick_parity(loaded, tflite_paths, image_set, reference.result())
     manifest["export_seconds"] = round(time.perf_counter() - started, 2)
     return manifest, staged
 
@@ -372,20 +376,61 @@ def calibration_images(loaded, options, warn) -> np.ndarray:
     return images.images
 
 
-def _quick_parity(loaded, tflite_paths, options, progress, warn) -> dict:
-    """Top-1 agreement, cosine and accuracy of each TFLite model against the reference (PyTorch or ONNX)."""
-    from mixdeploy import data, parity
+def _parity_images(loaded, options):
+    """The images the parity summary checks: --parity-data (or --calib's test split), else a few
+    photos bundled with scikit-image."""
+    from mixdeploy import data
 
     source = options.parity_data or options.calib
     if source is None:
         images = data.default_calibration_images(loaded.preprocessing, min(options.parity_count, 32))
-        image_set = data.ImageSet(images=images, labels=None, class_names=None, source="scikit-image samples")
-    else:
-        image_set = data.load_images(source, loaded.preprocessing, limit=options.parity_count, split="test")
+        return data.ImageSet(images=images, labels=None, class_names=None, source="scikit-image samples")
+    return data.load_images(source, loaded.preprocessing, limit=options.parity_count, split="test")
+
+
+class _Abandoned(Exception):
+    """Raised inside the background reference run to stop it: the export failed or was interrupted."""
+
+
+@contextlib.contextmanager
+def _reference_in_background(loaded, images: np.ndarray):
+    """The parity reference (PyTorch, or onnxruntime for an ONNX source) run on `images` in a
+    worker thread while the TFLite conversion runs; yields its future (a parity.BackendRun).
+
+    Why: the conversion (TensorFlow's import and float conversion, mostly one thread) leaves a core
+    idle, and the reference (the biggest part of the parity summary at 224 px) needs nothing the
+    conversion makes. It starts after the rewrite, so `auto`'s latency measurements have the
+    machine to themselves. Its logits are the ones a run in the main thread gives (same runner,
+    same thread count). On leaving the block the run is abandoned at its next batch (export
+    failed or interrupted) and the worker is joined, so no thread outlives the export.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mixdeploy import parity
+
+    abandon = threading.Event()
+
+    def stop_if_abandoned(*_progress):
+        if abandon.is_set():
+            raise _Abandoned()
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mixdeploy-parity-reference")
+    future = pool.submit(lambda: parity.run_backends(loaded, (), images=images, progress=stop_if_abandoned)[0])
+    try:
+        yield future
+    finally:
+        abandon.set()
+        pool.shutdown(wait=True)
+
+
+def _quick_parity(loaded, tflite_paths, image_set, reference_run) -> dict:
+    """Top-1 agreement, cosine and accuracy of each TFLite model against the reference (PyTorch or
+    ONNX), whose run on `image_set` is `reference_run`."""
+    from mixdeploy import parity
+
     # the one parity core: the same runners and metrics as `mixdeploy parity`
     paths = list(tflite_paths.values())
-    progress(f"parity: {len(paths)} model(s) on {len(image_set.images)} images", 0, 1)
-    reference_run, *runs = parity.run_backends(loaded, paths, images=image_set.images)
+    _, *runs = parity.run_backends(loaded, paths, images=image_set.images, reference=reference_run)
     reference = reference_run.logits
     summary = {"reference": reference_run.backend, "data": image_set.source, "images": int(len(image_set.images)),
                "backends": {}}

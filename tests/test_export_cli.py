@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from cli import cli
@@ -126,3 +127,57 @@ def test_export_keep_float_of_an_unknown_node_exits_2_and_leaves_nothing(trained
     assert result.exit_code == 2, result.output
     assert "no_such_node" in result.output and "Traceback" not in result.output
     assert not out.exists() or not any(out.iterdir())
+    assert not reference_threads(), "the background parity reference outlived the failed export"
+
+
+def reference_threads():
+    import threading
+
+    return [t for t in threading.enumerate() if t.name.startswith("mixdeploy-parity-reference")]
+
+
+class SlowModule(torch.nn.Module):
+    """A stand-in reference: 10 logits per image, 20 ms per forward pass, counting its passes."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 10))
+        self.calls = 0
+
+    def forward(self, batch):
+        import time
+
+        self.calls += 1
+        time.sleep(0.02)
+        return self.net(batch)
+
+
+def test_the_background_reference_gives_the_main_threads_logits():
+    from types import SimpleNamespace
+
+    from mixdeploy.pipeline import _reference_in_background
+    from mixdeploy.runtimes import TorchRunner
+
+    images = np.random.default_rng(0).normal(size=(10, 3, 224, 224)).astype(np.float32)
+    module = SlowModule()
+    with _reference_in_background(SimpleNamespace(module=module), images) as reference:
+        run = reference.result(timeout=60)
+    np.testing.assert_array_equal(run.logits, TorchRunner(module).run(images))
+    assert run.backend == "pytorch" and not reference_threads()
+
+
+def test_a_failed_export_abandons_the_background_reference_at_its_next_batch():
+    import time
+    from types import SimpleNamespace
+
+    from mixdeploy.pipeline import _reference_in_background
+
+    module = SlowModule()
+    images = np.zeros((400, 3, 224, 224), np.float32)   # 100 passes of 4 images: 2 s if run to the end
+    with pytest.raises(RuntimeError, match="conversion failed"):
+        with _reference_in_background(SimpleNamespace(module=module), images):
+            while module.calls == 0:
+                time.sleep(0.005)
+            raise RuntimeError("conversion failed")
+    assert not reference_threads()          # joined before the error left the block
+    assert module.calls < 20, f"the reference ran {module.calls} of 100 passes after the export failed"
