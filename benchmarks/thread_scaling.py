@@ -80,7 +80,7 @@ def _copy_worker(path: str, threads: int, conn, barrier) -> None:
     run, _ = litert_runner(path, threads, True, random_inputs(tflite_input_details(path))[1])()
     run()
     while (invokes := conn.recv()) is not None:
-        barrier.wait()
+        barrier.wait(timeout=60)  # a peer that died breaks it: this worker exits, the parent reads EOF
         start = time.perf_counter()
         for _ in range(invokes):
             run()
