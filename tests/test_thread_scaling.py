@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bench_tiny_model import build_tiny_tflite
 from mixdeploy.bench.profile import ClassTime, ProfileResult
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -53,9 +54,6 @@ def test_the_copies_line_gives_combined_throughput_against_the_threaded_run():
 
 def test_two_copies_run_at_once_in_their_own_processes_and_are_gone_after(tmp_path):
     import multiprocessing
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_tiny_model import build_tiny_tflite
 
     model = build_tiny_tflite(tmp_path / "tiny.tflite", int8=True)
     copies = thread_scaling.parallel_copies(model, rounds=2, seconds_per_round=0.05)
