@@ -40,6 +40,32 @@ def test_metrics_match_independent_references():
     assert m.sqnr_db == pytest.approx(10 * np.log10(1 / 0.09), abs=0.3)
 
 
+def test_sqnr_ignores_each_images_common_logit_offset():
+    """Softmax and top-1 ignore a constant added to all of an image's logits; SQNR must too, or
+    a model that loses such an offset on a few images fails a --min-sqnr-db gate it meets."""
+    ref, labels = _logits()
+    rng = np.random.default_rng(2)
+    noise = rng.normal(scale=0.3, size=ref.shape).astype(np.float32)
+    offsets = np.zeros((len(ref), 1), np.float32)
+    offsets[:5] = -10.0                       # 1% of the images lose a large common offset
+    plain = parity.compare(ref, ref + noise, labels)
+    shifted = parity.compare(ref, ref + noise + offsets, labels)
+    assert shifted.top1_agreement == plain.top1_agreement
+    assert shifted.sqnr_db == pytest.approx(plain.sqnr_db, abs=1e-6)
+    # the raw (uncentered) ratio of the same logits sits far lower: the offset would dominate it
+    raw = 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((noise + offsets).astype(np.float64) ** 2))
+    assert shifted.sqnr_db > raw + 8
+    # the noise itself still counts: ten times the noise is 20 dB less
+    louder = parity.compare(ref, ref + 10 * noise, labels)
+    assert louder.sqnr_db == pytest.approx(plain.sqnr_db - 20, abs=0.05)
+
+
+def test_sqnr_of_a_single_logit_is_not_centered_away():
+    ref = np.random.default_rng(3).normal(size=(200, 1)).astype(np.float32)
+    m = parity.compare(ref, ref + 0.3)        # a constant error on the only logit is an error
+    assert m.sqnr_db == pytest.approx(10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / (200 * 0.09)), abs=1e-3)
+
+
 def test_identical_logits_are_perfect_and_json_safe():
     ref, labels = _logits()
     m = parity.compare(ref, ref.copy(), labels)
