@@ -108,13 +108,14 @@ def latency_ratio(paths: dict[str, Path]) -> dict:
     return bench_models({name: str(p) for name, p in paths.items()}, threads=(1, 2), runs=30, warmup=5)
 
 
-def peer_summaries(checkpoint: Path, peers_file: Path, images: int) -> dict[str, dict]:
+def peer_summaries(ours: dict, peers_file: Path) -> dict[str, dict]:
     """Peer name -> its summary over draws, from benchmarks/peers_accuracy.py's results, when
-    they were measured on this checkpoint and the same number of test images."""
+    they were measured on the same weights (a retrained checkpoint keeps its file name) and the
+    same number of test images as our entry `ours`."""
     if not peers_file.is_file():
         return {}
-    entry = json.loads(peers_file.read_text()).get(checkpoint.name)
-    if not entry or entry["images"] != images:
+    entry = json.loads(peers_file.read_text()).get(ours["checkpoint"])
+    if not entry or (entry["weights_sha256"], entry["images"]) != (ours.get("weights_sha256"), ours["images"]):
         return {}
     errors = {r["peer"]: r["error"] for r in entry["rows"] if "error" in r}
     return {peer: summary or {"error": errors.get(peer, "no result")} for peer, summary in entry["summary"].items()}
@@ -136,7 +137,8 @@ def run_checkpoint(checkpoint: Path, args, techniques: list[str], counts: list[i
     work = args.work / checkpoint.stem
     log(f"{checkpoint.name}: export + rewrite + reference on {args.images} images")
     loaded, rewritten, evaluation = prepare(checkpoint, work, args.images)
-    entry = {"checkpoint": checkpoint.name, "model": loaded.name, "images": args.images, "draws": args.draws,
+    entry = {"checkpoint": checkpoint.name, "model": loaded.name, "weights_sha256": loaded.weights_sha256,
+             "images": args.images, "draws": args.draws,
              "reference_top1": float((evaluation.reference.argmax(1) == evaluation.labels).mean()),
              "lowering": rewritten.report.lowering_choices, "rows": []}
     kept_models = {}
@@ -182,7 +184,8 @@ def merged(previous: dict, entries: list[dict]) -> dict:
 
 
 def with_kept_rows(old: dict | None, new: dict) -> dict:
-    if not old or (old["images"], old["draws"]) != (new["images"], new["draws"]):
+    same = ("weights_sha256", "images", "draws")   # rows of other weights describe another model
+    if not old or tuple(old.get(k) for k in same) != tuple(new[k] for k in same):
         return new
     ran = {(r["technique"], r["calibration_images"]) for r in new["rows"]}
     kept = [r for r in old["rows"] if (r["technique"], r["calibration_images"]) not in ran]
@@ -207,7 +210,7 @@ def render(document: dict, peers_file: Path) -> str:
                   "| technique | calibration images | draws | agreement % | quantized top-1 % | drop (points) | cosine |",
                   "|---|---|---|---|---|---|---|"]
         lines += [row(r["technique"], r["calibration_images"], r["summary"]) for r in entry["rows"]]
-        for peer, summary in peer_summaries(Path(entry["checkpoint"]), peers_file, images).items():
+        for peer, summary in peer_summaries(entry, peers_file).items():
             lines.append(row(f"peer: {peer}", 64, summary))
         timing, vs_first = entry.get("latency_ms"), entry.get("latency_ratio_default_vs_first_release")
         if timing:

@@ -154,9 +154,8 @@ def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
     """Logit SQNR over (N, classes) logits, each row centered on its own mean first.
 
     Why centered: adding one constant to all of an image's logits changes neither its softmax nor
-    its top-1, yet an int8 model that loses such an offset on a few images (MixNet-S at 224: one
-    image's float logits all near 12, its int8 ones near 2) would read as 4.6 dB raw against
-    22.7 dB centered, and a `--min-sqnr-db` gate would fail a model that agrees 98%."""
+    its top-1, yet int8 models lose such offsets on a few images, and raw SQNR would then fail a
+    `--min-sqnr-db` gate on a model that agrees 98% (measured example: docs/parity.md)."""
     ref = reference.astype(np.float64)
     cand = np.asarray(candidate, np.float64)
     if ref.ndim == 2 and ref.shape[1] > 1:   # one logit per image (a sigmoid output) has no offset to drop

@@ -3,6 +3,7 @@ keeps the rest."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -17,8 +18,9 @@ def summary(agreement: float) -> dict:
             "mean_cosine": {"mean": 0.99, "min": 0.98, "max": 0.995}}
 
 
-def entry(name: str, agreement: float, images: int = 2000, technique: str = "default") -> dict:
-    return {"checkpoint": name, "model": "mixnet-m", "images": images, "draws": 3, "reference_top1": 0.9,
+def entry(name: str, agreement: float, images: int = 2000, technique: str = "default", weights: str = "w1") -> dict:
+    return {"checkpoint": name, "model": "mixnet-m", "weights_sha256": weights, "images": images, "draws": 3,
+            "reference_top1": 0.9,
             "rows": [{"technique": technique, "calibration_images": 64, "summary": summary(agreement)}]}
 
 
@@ -69,3 +71,20 @@ def test_the_int16x8_row_follows_the_int8_techniques_and_its_timing_is_rendered(
     text = accuracy.render({"checkpoints": [timed]}, Path("/nonexistent/peers.json"))
     assert "default 3.00 vs first release 2.00 (x1.50); int16x8 60.00 ms at 1 thread(s) (x20.0 of default)" in text
     assert "| int16x8 | 64 | 3 | 99.60 (99.60 to 99.60) |" in text
+
+
+def test_a_retrained_checkpoint_keeps_neither_old_rows_nor_peer_rows_of_the_old_weights(tmp_path):
+    # the same file name with new weights (a longer training): every old number describes another model
+    old = {**entry("m.pt", 0.97, weights="old"), "latency_ms": {"default": {"1": 3.0}}}
+    old["rows"] = old["rows"] + entry("m.pt", 0.95, technique="minmax", weights="old")["rows"]
+    new = entry("m.pt", 0.99, weights="new")
+    kept = accuracy.merged({"checkpoints": [old]}, [new])["checkpoints"][0]
+    assert [r["technique"] for r in kept["rows"]] == ["default"] and "latency_ms" not in kept
+
+    peers = tmp_path / "peers.json"
+    peer_entry = {"checkpoint": "m.pt", "images": 2000, "rows": [],
+                  "summary": {"litert-torch": summary(0.96)}}
+    peers.write_text(json.dumps({"m.pt": {**peer_entry, "weights_sha256": "old"}}))
+    assert "peer: litert-torch" not in accuracy.render({"checkpoints": [kept]}, peers)
+    peers.write_text(json.dumps({"m.pt": {**peer_entry, "weights_sha256": "new"}}))
+    assert "| peer: litert-torch | 64 | 3 | 96.00" in accuracy.render({"checkpoints": [kept]}, peers)
